@@ -1,0 +1,46 @@
+"""posestream: one distribution, one import namespace.
+
+The top-level folders realtime/, engines/ and train/ are mapped into the ``posestream``
+namespace so that nothing generic like ``train`` lands in site-packages.
+"""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "posestream" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="posestream",
+    version=VERSION,
+    description="Real-time streaming skeleton action recognition with PoseConv3D",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=[
+        "posestream",
+        "posestream.engines",
+        "posestream.realtime",
+        "posestream.train",
+        "posestream.train.data",
+    ],
+    package_dir={
+        "posestream": "posestream",
+        "posestream.engines": "engines",
+        "posestream.realtime": "realtime",
+        "posestream.train": "train",
+        "posestream.train.data": "train/data",
+    },
+    install_requires=[
+        # torch is pinned by the README's install command (torch==2.13.0, CPU wheel); a bare
+        # range here keeps an already-installed build instead of pulling a CUDA one.
+        "torch>=2.1",
+        "numpy>=1.24",
+        "pillow>=9",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["posestream=posestream.cli:main"]},
+)
