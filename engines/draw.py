@@ -1,0 +1,53 @@
+"""Pictures of heatmap volumes, for people: each channel colour-coded, frames side by side."""
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def channel_colors(num_channels: int) -> np.ndarray:
+    """A distinct RGB colour in [0, 1] per channel: hues spread around the wheel."""
+    hues = np.arange(num_channels) / max(num_channels, 1)
+    return np.array([colorsys.hsv_to_rgb(h, 0.85, 1.0) for h in hues], dtype=np.float32).reshape(-1, 3)
+
+
+def colorize(volume: np.ndarray) -> np.ndarray:
+    """``[K, T, H, W]`` in [0, 1] -> RGB float ``[T, H, W, 3]``: each pixel takes the colour of
+    its strongest channel, scaled by that channel's value (a max, so overlapping joints stay
+    distinguishable instead of summing to white)."""
+    volume = np.asarray(volume, dtype=np.float32)
+    colors = channel_colors(volume.shape[0])
+    strongest = volume.argmax(axis=0)  # [T, H, W]
+    value = np.clip(volume.max(axis=0), 0, 1)
+    return colors[strongest] * value[..., None]
+
+
+def volume_grid(rows: list[tuple[str, np.ndarray]], frames: int = 8, scale: int = 4, gap: int = 2) -> Image.Image:
+    """One image: a row per (title, volume ``[K, T, H, W]``) with ``frames`` evenly spaced frames,
+    each enlarged ``scale`` times (nearest neighbour, so pixels stay visible)."""
+    if not rows:
+        raise ValueError("nothing to draw")
+    font = ImageFont.load_default()
+    title_h = 14
+    tiles = []
+    for title, volume in rows:
+        _, t, h, w = volume.shape
+        picked = np.unique(np.linspace(0, t - 1, min(frames, t)).round().astype(int))
+        rgb = colorize(volume[:, picked])
+        rgb = rgb.repeat(scale, axis=1).repeat(scale, axis=2)
+        tiles.append((title, picked, (rgb * 255).astype(np.uint8)))
+    width = max(len(p) * (tile.shape[2] + gap) for _, p, tile in tiles) + gap
+    height = sum(tile.shape[1] + title_h + gap for _, _, tile in tiles) + gap
+    canvas = Image.new("RGB", (width, height), (40, 40, 40))
+    draw = ImageDraw.Draw(canvas)
+    y = gap
+    for title, picked, tile in tiles:
+        for i, frame in enumerate(picked):
+            x = gap + i * (tile.shape[2] + gap)
+            label = f"{title}  t={frame}" if i == 0 else f"t={frame}"
+            draw.text((x + 1, y), label, fill=(220, 220, 220), font=font)
+            canvas.paste(Image.fromarray(tile[i]), (x, y + title_h))
+        y += tile.shape[1] + title_h + gap
+    return canvas

@@ -1,0 +1,5 @@
+import sys
+
+from posestream.cli import main
+
+sys.exit(main())

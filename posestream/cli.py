@@ -1,0 +1,150 @@
+"""The ``posestream`` command line.
+
+Each sub-command is one function; heavy imports happen inside it, so ``posestream --help``
+stays fast. Errors a user can fix (a bad file, a bad option) print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from posestream import __version__
+from posestream.files import atomic_write
+
+
+class UsageError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except (UsageError, ValueError, OSError) as exc:
+        print(f"posestream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"posestream {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posestream", description="Real-time skeleton action recognition "
+                                     "with PoseConv3D heatmap volumes.")
+    parser.add_argument("--version", action="version", version=f"posestream {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = commands.add_parser("sample-clip", help="write a small two-person sample clip (PYSKL clip format)")
+    p.add_argument("--out", required=True, help="clip file to write (.pkl)")
+    p.add_argument("--frames", type=int, default=72, help="number of frames (default 72)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_sample_clip)
+
+    p = commands.add_parser("render", help="render heatmap volumes of every clip in a clip or dataset file")
+    p.add_argument("clips", help="a dataset pickle (split + annotations) or a single-clip pickle")
+    p.add_argument("--out", required=True, help="folder for one VOLUME.npy per clip plus index.json")
+    p.add_argument("--split", help="render only this split of a dataset")
+    _add_volume_options(p)
+    p.add_argument("--num-clips", type=int, default=1, help="clips sampled per video (test-time sampling)")
+    p.add_argument("--flip", action="store_true", help="also render the mirrored volume (flip testing)")
+    p.set_defaults(run=cmd_render)
+
+    p = commands.add_parser("show-volume", help="draw a clip's heatmap volume as a PNG grid of frames")
+    p.add_argument("clips", help="a dataset pickle or a single-clip pickle")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--index", type=int, default=0, help="which clip of a dataset (default 0)")
+    p.add_argument("--frames", type=int, default=8, help="frames to show (default 8)")
+    p.add_argument("--scale", type=int, default=4, help="pixel enlargement (default 4)")
+    _add_volume_options(p, limbs_help="also draw the limb volume in this limb order")
+    p.set_defaults(run=cmd_show_volume)
+    return parser
+
+
+def _add_volume_options(p: argparse.ArgumentParser, limbs_help: str | None = None) -> None:
+    p.add_argument("--clip-len", type=int, default=48, help="frames per volume (default 48, as PYSKL's NTU configs)")
+    p.add_argument("--size", type=int, default=64, help="volume height and width (default 64)")
+    p.add_argument("--limbs", choices=["pyskl_default", "pyskl_released"],
+                   help=limbs_help or "limb heatmaps in this limb order instead of joint heatmaps")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load pickles with the unrestricted unpickler (runs code: trusted files only)")
+
+
+def cmd_sample_clip(args) -> int:
+    from posestream.train.data.clips import save_clip
+    from posestream.train.data.sample import waving_and_walking_clip
+
+    if args.frames < 1:
+        raise UsageError(f"--frames must be at least 1, got {args.frames}")
+    save_clip(args.out, waving_and_walking_clip(num_frames=args.frames, seed=args.seed))
+    print(f"wrote {args.out}: 2 persons x {args.frames} frames x 17 keypoints")
+    return 0
+
+
+def cmd_render(args) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from posestream.train.transforms import test_pipeline
+
+    clips = _load_clips(args.clips, args.trust_pickle, args.split)
+    pipeline = test_pipeline(clip_len=args.clip_len, num_clips=args.num_clips, size=args.size,
+                             limbs=args.limbs, double=args.flip)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    index, rendered = [], 0
+    for clip in tqdm(clips, desc="render", unit="clip", disable=None):
+        name = _file_name(clip["frame_dir"])
+        target = out / f"{name}.npy"
+        index.append({"frame_dir": clip["frame_dir"], "label": int(clip["label"]), "file": target.name})
+        if target.exists():  # resume: an interrupted run leaves only complete files behind
+            continue
+        volume = pipeline(clip)["imgs"]
+        atomic_write(target, lambda f: np.save(f, volume, allow_pickle=False))
+        rendered += 1
+    atomic_write(out / "index.json", lambda f: f.write(json.dumps(index, indent=1).encode()))
+    shape = "x".join(map(str, volume.shape)) if rendered else "already present"
+    print(f"{out}: {rendered} volumes rendered ({shape}), {len(index) - rendered} already there")
+    return 0
+
+
+def cmd_show_volume(args) -> int:
+    from posestream.engines.draw import volume_grid
+    from posestream.engines.raster import rasterize
+    from posestream.train.transforms import val_pipeline
+
+    clips = _load_clips(args.clips, args.trust_pickle)
+    if not 0 <= args.index < len(clips):
+        raise UsageError(f"{args.clips}: --index {args.index} is out of range (0..{len(clips) - 1})")
+    clip = clips[args.index]
+    # Sample, crop and resize once; draw the limbs from the same grid keypoints as the joints.
+    grid = val_pipeline(clip_len=args.clip_len, size=args.size)(clip)
+    rows = [("joints", grid["imgs"][0])]
+    if args.limbs:
+        rows.append((f"limbs ({args.limbs})", rasterize(grid["keypoint"], grid["keypoint_score"],
+                                                        args.size, args.size, limbs=args.limbs)))
+    image = volume_grid(rows, frames=args.frames, scale=args.scale)
+    atomic_write(Path(args.out), lambda f: image.save(f, format="PNG"))
+    print(f"wrote {args.out}: {clip['frame_dir']!r}, {image.width}x{image.height}")
+    return 0
+
+
+def _load_clips(path: str, trusted: bool, split: str | None = None) -> list[dict]:
+    from posestream.train.data.clips import load_clips
+
+    return load_clips(path, trusted=trusted, split=split)
+
+
+def _file_name(frame_dir: str) -> str:
+    """A clip's frame_dir as a safe file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(frame_dir)).strip("._") or "clip"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The README's main job, command by command, on real files in a temporary folder."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from posestream.cli import main
+from posestream.train.data.clips import load_clip, save_dataset
+from posestream.train.data.sample import waving_and_walking_clip
+from posestream.train.transforms import test_pipeline
+
+
+def test_sample_render_and_show(tmp_path, capsys):
+    clip_file = tmp_path / "sample.pkl"
+    assert main(["sample-clip", "--out", str(clip_file)]) == 0
+    clip = load_clip(clip_file)
+    assert clip["keypoint"].shape == (2, 72, 17, 2)
+
+    out = tmp_path / "volumes"
+    assert main(["render", str(clip_file), "--out", str(out)]) == 0
+    volume = np.load(out / "sample.npy")
+    assert volume.shape == (1, 17, 48, 64, 64) and volume.dtype == np.float32
+    np.testing.assert_array_equal(volume, test_pipeline(num_clips=1, double=False)(clip)["imgs"])
+    assert json.loads((out / "index.json").read_text()) == [{"frame_dir": "sample", "label": 0, "file": "sample.npy"}]
+
+    png = tmp_path / "volume.png"
+    assert main(["show-volume", str(clip_file), "--limbs", "pyskl_released", "--out", str(png)]) == 0
+    image = np.asarray(Image.open(png))
+    assert image.ndim == 3 and image.shape[0] > 2 * 64 * 4  # a joints row and a limbs row
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50  # colour-coded heatmaps, not a blank
+    assert not [p for p in tmp_path.rglob(".*.tmp")]
+
+
+def test_render_dataset_split_limbs_flip_and_resume(tmp_path, capsys):
+    clips = [waving_and_walking_clip(num_frames=40 + 10 * i, seed=i) | {"frame_dir": f"S001/clip {i}", "label": i}
+             for i in range(3)]
+    data = tmp_path / "data.pkl"
+    save_dataset(data, {"split": {"train": ["S001/clip 0", "S001/clip 1"], "val": ["S001/clip 2"]},
+                        "annotations": clips})
+    out = tmp_path / "v"
+    args = ["render", str(data), "--split", "train", "--out", str(out), "--limbs", "pyskl_released",
+            "--num-clips", "2", "--flip", "--clip-len", "16", "--size", "32"]
+    assert main(args) == 0
+    files = sorted(p.name for p in out.glob("*.npy"))
+    assert files == ["S001_clip_0.npy", "S001_clip_1.npy"]
+    assert np.load(out / files[0]).shape == (4, 17, 16, 32, 32)
+    # An interrupted run resumes: existing volumes are kept, missing ones are rendered.
+    (out / files[1]).unlink()
+    before = (out / files[0]).stat().st_mtime_ns
+    assert main(args) == 0
+    assert "1 volumes rendered" in capsys.readouterr().out
+    assert (out / files[0]).stat().st_mtime_ns == before and (out / files[1]).exists()
+
+
+@pytest.mark.parametrize("make,args,message", [
+    (None, ["render", "{dir}/missing.pkl", "--out", "{dir}/o"], "missing.pkl"),
+    (b"not a pickle at all", ["render", "{file}", "--out", "{dir}/o"], "not a valid pickle"),
+    ("clip", ["show-volume", "{file}", "--index", "3", "--out", "{dir}/x.png"], "out of range"),
+    ("clip", ["render", "{file}", "--split", "xsub_val", "--out", "{dir}/o"], "single-clip"),
+])
+def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys, make, args, message):
+    path = tmp_path / "input.pkl"
+    if make == "clip":
+        assert main(["sample-clip", "--out", str(path)]) == 0
+        capsys.readouterr()
+    elif make is not None:
+        path.write_bytes(make)
+    argv = [a.format(dir=tmp_path, file=path) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert str(tmp_path) in err or "input.pkl" in err or "--index" in err
+
+
+def test_console_script_is_installed(tmp_path):
+    exe = shutil.which("posestream") or pytest.fail("the posestream console script is not on PATH")
+    result = subprocess.run([exe, "sample-clip", "--out", str(tmp_path / "c.pkl"), "--frames", "5"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "c.pkl").exists()
+    result = subprocess.run([sys.executable, "-m", "posestream", "--version"], capture_output=True, text=True,
+                            timeout=120, env=os.environ)
+    assert result.stdout.startswith("posestream ")
