@@ -25,6 +25,7 @@ setup(
         "posestream.realtime",
         "posestream.train",
         "posestream.train.data",
+        "posestream.train.models",
     ],
     package_dir={
         "posestream": "posestream",
@@ -32,6 +33,7 @@ setup(
         "posestream.realtime": "realtime",
         "posestream.train": "train",
         "posestream.train.data": "train/data",
+        "posestream.train.models": "train/models",
     },
     install_requires=[
         # torch is pinned by the README's install command (torch==2.13.0, CPU wheel); a bare
