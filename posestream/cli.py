@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_sample_clip)
 
+    p = commands.add_parser("models", help="list the networks with parameters and FLOPs beside the paper's")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--num-classes", type=int, default=60, help="classes of the final layer (default 60, NTU-60)")
+    p.set_defaults(run=cmd_models)
+
     p = commands.add_parser("render", help="render heatmap volumes of every clip in a clip or dataset file")
     p.add_argument("clips", help="a dataset pickle (split + annotations) or a single-clip pickle")
     p.add_argument("--out", required=True, help="folder for one VOLUME.npy per clip plus index.json")
@@ -85,6 +90,44 @@ def cmd_sample_clip(args) -> int:
     save_clip(args.out, waving_and_walking_clip(num_frames=args.frames, seed=args.seed))
     print(f"wrote {args.out}: 2 persons x {args.frames} frames x 17 keypoints")
     return 0
+
+
+def cmd_models(args) -> int:
+    from posestream.train.models import MODEL_NAMES, PAPER_TABLE, build_model, model_complexity
+
+    rows = []
+    for name in MODEL_NAMES:
+        model = build_model(name, num_classes=args.num_classes)
+        counts = model_complexity(model)
+        paper = PAPER_TABLE.get(name, {})
+        rows.append({
+            "name": name, "paper_name": model.paper_name, "input_shape": model.paper_input_shape,
+            "params": counts["params"], "params_no_fc": counts["params_no_fc"], "gmacs": round(counts["gmacs"], 4),
+            "paper_params": paper.get("params"), "paper_gmacs": paper.get("gmacs"),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"Multiply-adds (GMACs, the paper's 'GFLOPs') of conv and linear layers for one sample at the "
+          f"paper's input; params with a {args.num_classes}-class fc, and without it (as the paper counts).")
+    header = f"{'name':<21}{'paper name':<33}{'input':<24}{'params':>11}{'no fc':>11}{'GMACs':>9}{'paper':>15}{'d params':>10}{'d MACs':>9}"
+    print(header)
+    for r in rows:
+        shape = "x".join(map(str, r["input_shape"])) if isinstance(r["input_shape"][0], int) else \
+            " + ".join("x".join(map(str, s)) for s in r["input_shape"])
+        if r["paper_params"]:
+            paper = f"{_si(r['paper_params'])} / {r['paper_gmacs']}G"
+            dp = f"{100 * (r['params_no_fc'] / r['paper_params'] - 1):+.1f}%"
+            dm = f"{100 * (r['gmacs'] / r['paper_gmacs'] - 1):+.1f}%"
+        else:
+            paper, dp, dm = "-", "", ""
+        print(f"{r['name']:<21}{r['paper_name']:<33}{shape:<24}{r['params']:>11,}{r['params_no_fc']:>11,}"
+              f"{r['gmacs']:>9.3f}{paper:>15}{dp:>10}{dm:>9}")
+    return 0
+
+
+def _si(count: float) -> str:
+    return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.0f}K"
 
 
 def cmd_render(args) -> int:

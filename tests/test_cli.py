@@ -86,3 +86,16 @@ def test_console_script_is_installed(tmp_path):
     result = subprocess.run([sys.executable, "-m", "posestream", "--version"], capture_output=True, text=True,
                             timeout=120, env=os.environ)
     assert result.stdout.startswith("posestream ")
+
+
+def test_models_json_lists_every_variant_with_counts(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    from posestream.train.models import MODEL_NAMES
+
+    assert [r["name"] for r in rows] == list(MODEL_NAMES)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["slowonly"]["paper_name"] == "SlowOnly" and by_name["x3d_s"]["paper_name"] == "X3D-s"
+    assert by_name["x3d_s"]["params_no_fc"] == 241_488
+    assert abs(by_name["slowonly"]["gmacs"] - 15.63) < 0.01
+    assert all(r["params"] > r["params_no_fc"] > 0 for r in rows)
