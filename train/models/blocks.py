@@ -74,7 +74,23 @@ class DeconvBNAct(nn.Module):
         return self.act(self.bn(self.conv(x, output_size=size)))
 
 
-class Bottleneck(nn.Module):
+class ResidualBlock(nn.Module):
+    """conv1 -> conv2 -> conv3 (no activation), plus the input (through ``downsample`` when the
+    shape changes), then ReLU. Subclasses build the three convs."""
+
+    conv3: ConvBNAct
+    downsample: ConvBNAct | None
+
+    def last_bn(self) -> nn.BatchNorm3d:
+        return self.conv3.bn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.conv3(self.conv2(self.conv1(x)))
+        return self.relu(out + identity)
+
+
+class Bottleneck(ResidualBlock):
     """ResNet bottleneck: 1x1 (or 3x1x1 when inflated) -> 1x3x3 (strided) -> 1x1 (x4 width).
 
     SlowOnly's "3x1x1" inflation: an inflated block puts its temporal kernel in the first conv,
@@ -97,16 +113,8 @@ class Bottleneck(nn.Module):
             self.downsample = ConvBNAct(in_channels, out_channels, 1, stride=(st, ss, ss), act=False)
         self.relu = nn.ReLU(inplace=True)
 
-    def last_bn(self) -> nn.BatchNorm3d:
-        return self.conv3.bn
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.conv3(self.conv2(self.conv1(x)))
-        return self.relu(out + identity)
-
-
-class X3DBlock(nn.Module):
+class X3DBlock(ResidualBlock):
     """X3D block: 1x1x1 expand -> 3x3x3 depth-wise (strided) -> 1x1x1 project, residual.
 
     As PYSKL's Pose-X3D configs (``se_ratio=None, use_swish=False``): no squeeze-excitation and
@@ -124,14 +132,6 @@ class X3DBlock(nn.Module):
             self.downsample = ConvBNAct(in_channels, out_channels, 1, stride=(1, s, s), act=False)
         self.relu = nn.ReLU(inplace=True)
 
-    def last_bn(self) -> nn.BatchNorm3d:
-        return self.conv3.bn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.conv3(self.conv2(self.conv1(x)))
-        return self.relu(out + identity)
-
 
 def init_weights(module: nn.Module, zero_init_residual: bool = True) -> None:
     """PYSKL's initialisation: Kaiming-normal (fan_out, ReLU) convs, BN to (1, 0), the last BN of
@@ -147,5 +147,5 @@ def init_weights(module: nn.Module, zero_init_residual: bool = True) -> None:
             nn.init.zeros_(m.bias)
     if zero_init_residual:
         for m in module.modules():
-            if isinstance(m, (Bottleneck, X3DBlock)):
+            if isinstance(m, ResidualBlock):
                 nn.init.zeros_(m.last_bn().weight)
