@@ -52,6 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=60, help="classes of the final layer (default 60, NTU-60)")
     p.set_defaults(run=cmd_models)
 
+    p = commands.add_parser("import-checkpoint", help="convert a PYSKL / MMAction2 PoseC3D checkpoint to ours")
+    p.add_argument("src", help="the PYSKL or MMAction2 checkpoint (.pth)")
+    p.add_argument("--arch", required=True, help="our model name (see `posestream models`), e.g. slowonly")
+    p.add_argument("--out", required=True, help="posestream checkpoint to write")
+    p.add_argument("--num-classes", type=int, help="default: read from the classifier weights")
+    p.add_argument("--heatmap", choices=["joints", "limbs"], default="joints",
+                   help="what the model was trained on (a limb model carries its limb order)")
+    p.add_argument("--limbs", choices=["pyskl_default", "pyskl_released"],
+                   help="limb order of a limb model (default pyskl_released, PYSKL's released limb configs)")
+    p.add_argument("--class-names", help="a text file with one class name per line")
+    p.add_argument("--clip-len", type=int, default=48, help="test-time frames per volume (default 48)")
+    p.add_argument("--size", type=int, default=64, help="test-time volume size (default 64)")
+    p.add_argument("--no-strict", action="store_true",
+                   help="import what fits and report the rest instead of refusing")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load Python objects in the checkpoint's metadata (runs code: trusted files only)")
+    p.set_defaults(run=cmd_import_checkpoint)
+
     p = commands.add_parser("render", help="render heatmap volumes of every clip in a clip or dataset file")
     p.add_argument("clips", help="a dataset pickle (split + annotations) or a single-clip pickle")
     p.add_argument("--out", required=True, help="folder for one VOLUME.npy per clip plus index.json")
@@ -128,6 +146,19 @@ def cmd_models(args) -> int:
 
 def _si(count: float) -> str:
     return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.0f}K"
+
+
+def cmd_import_checkpoint(args) -> int:
+    from posestream.train.import_checkpoint import import_checkpoint
+
+    class_names = None
+    if args.class_names:
+        class_names = [line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()]
+    report = import_checkpoint(args.src, args.arch, args.out, num_classes=args.num_classes, heatmap=args.heatmap,
+                               limbs=args.limbs, strict=not args.no_strict, trusted=args.trust_pickle,
+                               class_names=class_names, clip_len=args.clip_len, size=args.size)
+    print(report.summary())
+    return 0
 
 
 def cmd_render(args) -> int:

@@ -99,3 +99,24 @@ def test_models_json_lists_every_variant_with_counts(capsys):
     assert by_name["x3d_s"]["params_no_fc"] == 241_488
     assert abs(by_name["slowonly"]["gmacs"] - 15.63) < 0.01
     assert all(r["params"] > r["params_no_fc"] > 0 for r in rows)
+
+
+def test_import_checkpoint_command(tmp_path, capsys):
+    import torch
+
+    from posestream.train.checkpoints import load_checkpoint
+    from posestream.train.import_checkpoint import to_pyskl_state_dict
+    from posestream.train.models import build_model
+
+    src = tmp_path / "pyskl_limb.pth"
+    torch.save({"state_dict": to_pyskl_state_dict(build_model("c3d_s", num_classes=4).state_dict()),
+                "meta": {"epoch": 24}}, src)
+    out = tmp_path / "ours.pth"
+    assert main(["import-checkpoint", str(src), "--arch", "c3d_s", "--heatmap", "limbs", "--out", str(out)]) == 0
+    card, _ = load_checkpoint(out)
+    assert (card.arch, card.num_classes, card.heatmap, card.limbs) == ("c3d_s", 4, "limbs", "pyskl_released")
+    capsys.readouterr()
+    bad = tmp_path / "bad.pth"
+    assert main(["import-checkpoint", str(src), "--arch", "x3d_s", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "pyskl_limb.pth" in err and len(err.strip().splitlines()) == 1 and not bad.exists()
