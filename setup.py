@@ -42,6 +42,9 @@ setup(
         "numpy>=1.24",
         "pillow>=9",
         "tqdm>=4.60",
+        "scipy>=1.10",
+        # OpenCV 5 removed HOGDescriptor/CascadeClassifier and changed video I/O; stay on 4.x.
+        "opencv-python-headless>=4.8,<5",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["posestream=posestream.cli:main"]},
