@@ -47,6 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_sample_clip)
 
+    p = commands.add_parser("synth", help="generate a labelled synthetic skeleton-action dataset (PYSKL format)")
+    p.add_argument("--out", required=True, help="dataset pickle to write")
+    p.add_argument("--clips", "--num-clips", dest="clips", type=int, default=2000, help="number of clips (default 2000)")
+    p.add_argument("--classes", help="comma-separated action names (default: all; see --list)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of subjects held out for validation")
+    p.add_argument("--bystander-prob", type=float, default=0.25, help="chance of a second person in a clip")
+    p.add_argument("--list", action="store_true", help="print the available actions and exit")
+    p.set_defaults(run=cmd_synth)
+
+    p = commands.add_parser("show-clip", help="draw a clip's skeletons over time to a GIF, WebP or MP4")
+    p.add_argument("clips", help="a dataset pickle or a single-clip pickle")
+    p.add_argument("--out", required=True, help="animation to write (.gif, .webp or .mp4)")
+    p.add_argument("--index", type=int, default=0, help="which clip of a dataset (default 0)")
+    p.add_argument("--fps", type=float, help="playback rate (default: the clip's own, else 15)")
+    p.add_argument("--size", type=int, help="longest side of the drawing in pixels")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load pickles with the unrestricted unpickler (runs code: trusted files only)")
+    p.set_defaults(run=cmd_show_clip)
+
     p = commands.add_parser("models", help="list the networks with parameters and FLOPs beside the paper's")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--num-classes", type=int, default=60, help="classes of the final layer (default 60, NTU-60)")
@@ -107,6 +127,41 @@ def cmd_sample_clip(args) -> int:
         raise UsageError(f"--frames must be at least 1, got {args.frames}")
     save_clip(args.out, waving_and_walking_clip(num_frames=args.frames, seed=args.seed))
     print(f"wrote {args.out}: 2 persons x {args.frames} frames x 17 keypoints")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from posestream.train.data.clips import save_dataset
+    from posestream.train.data.synthetic import ACTIONS, generate_dataset
+
+    if args.list:
+        print("\n".join(ACTIONS))
+        return 0
+    classes = None
+    if args.classes:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        unknown = [c for c in classes if c not in ACTIONS]
+        if unknown:
+            raise UsageError(f"unknown action(s) {', '.join(unknown)}; known: {', '.join(ACTIONS)}")
+    if args.clips < 1:
+        raise UsageError(f"--clips must be at least 1, got {args.clips}")
+    data = generate_dataset(args.clips, classes=classes, seed=args.seed, val_fraction=args.val_fraction,
+                            bystander_prob=args.bystander_prob, progress=True)
+    save_dataset(args.out, data)
+    sizes = ", ".join(f"{name} {len(members)}" for name, members in data["split"].items())
+    print(f"wrote {args.out}: {len(data['annotations'])} clips of {len(data['class_names'])} actions ({sizes})")
+    return 0
+
+
+def cmd_show_clip(args) -> int:
+    from posestream.train.data.show import render_clip_animation
+
+    clips = _load_clips(args.clips, args.trust_pickle)
+    if not 0 <= args.index < len(clips):
+        raise UsageError(f"{args.clips}: --index {args.index} is out of range (0..{len(clips) - 1})")
+    clip = clips[args.index]
+    path = render_clip_animation(clip, args.out, fps=args.fps, size=args.size)
+    print(f"wrote {path}: {clip['frame_dir']!r}, {clip['total_frames']} frames")
     return 0
 
 

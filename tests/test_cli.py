@@ -120,3 +120,21 @@ def test_import_checkpoint_command(tmp_path, capsys):
     assert main(["import-checkpoint", str(src), "--arch", "x3d_s", "--out", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "pyskl_limb.pth" in err and len(err.strip().splitlines()) == 1 and not bad.exists()
+
+
+def test_synth_and_show_clip(tmp_path, capsys):
+    data = tmp_path / "synth.pkl"
+    assert main(["synth", "--clips", "12", "--classes", "falling,walking,waving", "--seed", "3", "--out", str(data)]) == 0
+    from posestream.train.data.clips import load_dataset
+
+    dataset = load_dataset(data)
+    assert len(dataset.annotations) == 12 and set(dataset.split) == {"train", "val"}
+    assert {c["label"] for c in dataset.annotations} == {0, 1, 2}
+    assert list(dataset.annotations[0]["class_names"]) == ["falling", "walking", "waving"]
+    gif = tmp_path / "clip.gif"
+    assert main(["show-clip", str(data), "--index", "1", "--out", str(gif)]) == 0
+    with Image.open(gif) as image:
+        assert image.n_frames == dataset.annotations[1]["total_frames"]
+    capsys.readouterr()
+    assert main(["synth", "--classes", "flying", "--out", str(tmp_path / "x.pkl")]) == 2
+    assert "flying" in capsys.readouterr().err
