@@ -45,7 +45,11 @@ setup(
         "scipy>=1.10",
         # OpenCV 5 removed HOGDescriptor/CascadeClassifier and changed video I/O; stay on 4.x.
         "opencv-python-headless>=4.8,<5",
+        "onnxruntime>=1.17",
     ],
+    # The pose front end's converted networks (see engines/models/MODEL_CARD.md).
+    package_data={"posestream.engines": ["models/*.onnx", "models/*.json", "models/*.md",
+                                         "models/LICENSE", "models/NOTICE"]},
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["posestream=posestream.cli:main"]},
 )

@@ -67,6 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load pickles with the unrestricted unpickler (runs code: trusted files only)")
     p.set_defaults(run=cmd_show_clip)
 
+    p = commands.add_parser("pose", help="skeleton clips (PYSKL format) of every tracked person in videos")
+    p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("--out", required=True, help="dataset pickle to write (one clip per track, split 'all')")
+    p.add_argument("--label", type=int, default=0, help="label given to every clip (default 0)")
+    p.add_argument("--overlay", help="also write an annotated video (boxes, track ids, skeletons), .mp4")
+    p.add_argument("--min-frames", type=int, default=15, help="drop tracks seen in fewer frames (default 15)")
+    p.add_argument("--max-frames", type=int, help="read at most this many frames of each video")
+    p.add_argument("--pose", choices=["default", "webcam", "surveillance", "rtm", "mmpose"], default="default",
+                   help="pose front end (default: MoveNet + BlazePose, shipped with posestream)")
+    p.add_argument("--det-onnx", help="RTMDet person detector ONNX (with --pose rtm)")
+    p.add_argument("--pose-onnx", help="RTMPose ONNX (with --pose rtm)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    p.set_defaults(run=cmd_pose)
+
     p = commands.add_parser("models", help="list the networks with parameters and FLOPs beside the paper's")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--num-classes", type=int, default=60, help="classes of the final layer (default 60, NTU-60)")
@@ -162,6 +176,26 @@ def cmd_show_clip(args) -> int:
     clip = clips[args.index]
     path = render_clip_animation(clip, args.out, fps=args.fps, size=args.size)
     print(f"wrote {path}: {clip['frame_dir']!r}, {clip['total_frames']} frames")
+    return 0
+
+
+def cmd_pose(args) -> int:
+    from posestream.engines.pose import make_pose_estimator
+    from posestream.realtime.video_clips import extract_clips
+    from posestream.train.data.clips import save_dataset
+
+    options = {"threads": args.threads}
+    if args.pose == "rtm":
+        if not (args.det_onnx and args.pose_onnx):
+            raise UsageError("--pose rtm needs --det-onnx and --pose-onnx")
+        options.update(det_onnx=args.det_onnx, pose_onnx=args.pose_onnx)
+    estimator = make_pose_estimator(args.pose, **options)
+    data = extract_clips(args.videos, estimator, label=args.label, min_frames=args.min_frames,
+                         overlay=args.overlay, max_frames=args.max_frames, progress=True)
+    save_dataset(args.out, data)
+    for video in data.get("videos", []):
+        print(json.dumps(video))
+    print(f"wrote {args.out}: {len(data['annotations'])} clips")
     return 0
 
 

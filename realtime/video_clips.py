@@ -39,6 +39,7 @@ video is done. With several videos, each gets ``<overlay stem>_<video stem>.mp4`
 from __future__ import annotations
 
 import colorsys
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -230,10 +231,6 @@ class _TrackRecord:
         self.confirmed = False
 
 
-def _default_tracker_factory(fps: float | None = None) -> ByteTracker:
-    return ByteTracker(fps=fps)
-
-
 def _clean_keypoints(kp: Any, video: str, frame: int) -> np.ndarray:
     kp = np.asarray(kp, dtype=np.float32)
     if kp.ndim != 2 or kp.shape[1] != 3:
@@ -350,15 +347,16 @@ def _process_video(path: str, stem: str, estimator: Callable, tracker_factory: C
 def extract_clips(videos: Sequence[str | os.PathLike] | str | os.PathLike, estimator: Callable, *,
                   label: int | None = None, min_frames: int = DEFAULT_MIN_FRAMES,
                   overlay: str | os.PathLike | None = None,
-                  tracker_factory: Callable[..., Any] = _default_tracker_factory,
+                  tracker_factory: Callable[..., Any] | None = None,
                   progress: bool = True, max_frames: int | None = None,
                   split: str = "all") -> dict:
     """Pose and track every video, and return a dataset dict for ``save_dataset``.
 
     ``estimator(frame_bgr)`` -> list of objects with ``.box`` ``[5]`` and ``.keypoints``
-    ``[V, 3]``. ``tracker_factory(fps=...)`` makes one tracker per video (default:
-    :class:`~posestream.realtime.tracker.ByteTracker`; ``fps`` is the video's, or None when
-    the file does not say). ``label``: an int >= 0 given to every clip (default 0).
+    ``[V, 3]``. ``tracker_factory(fps=...)`` makes one tracker per video (default: a
+    :class:`~posestream.realtime.tracker.ByteTracker` with the score thresholds the estimator
+    recommends in ``tracker_thresholds()``, when it has that method; ``fps`` is the video's,
+    or None when the file does not say). ``label``: an int >= 0 given to every clip (default 0).
     ``min_frames``: tracks detected in fewer frames are dropped. ``max_frames``: read at most
     this many frames of each video. ``overlay``: see the module docstring.
 
@@ -386,6 +384,10 @@ def extract_clips(videos: Sequence[str | os.PathLike] | str | os.PathLike, estim
                              else f"{v}: is a directory, not a video file")
     overlays: list[Path | None] = (overlay_paths(overlay, videos) if overlay is not None
                                    else [None] * len(videos))
+
+    if tracker_factory is None:
+        thresholds = estimator.tracker_thresholds() if hasattr(estimator, "tracker_thresholds") else {}
+        tracker_factory = functools.partial(ByteTracker, **thresholds)
 
     annotations: list[dict] = []
     summaries: list[dict] = []

@@ -138,3 +138,25 @@ def test_synth_and_show_clip(tmp_path, capsys):
     capsys.readouterr()
     assert main(["synth", "--classes", "flying", "--out", str(tmp_path / "x.pkl")]) == 2
     assert "flying" in capsys.readouterr().err
+
+
+def test_pose_command_on_real_footage(tmp_path, capsys):
+    """`posestream pose vtest.avi --overlay` with the shipped front end and the tracker."""
+    import cv2
+
+    from posestream.train.data.clips import load_dataset
+
+    video = os.path.join(os.path.dirname(__file__), ".media", "vtest.avi")
+    if not os.path.exists(video):
+        pytest.fail("tests/.media/vtest.avi is missing: run tests/get_media.sh first")
+    out, overlay = tmp_path / "clips.pkl", tmp_path / "overlay.mp4"
+    assert main(["pose", video, "--max-frames", "40", "--min-frames", "10", "--out", str(out),
+                 "--overlay", str(overlay)]) == 0
+    dataset = load_dataset(out)
+    assert len(dataset.annotations) >= 2  # 3 people walk through the first 40 frames
+    for clip in dataset.annotations:
+        assert clip["img_shape"] == (576, 768) and clip["keypoint"].shape[0] == 1
+        seen = clip["keypoint_score"][0].max(axis=1) > 0
+        assert seen.sum() >= 10
+    capture = cv2.VideoCapture(str(overlay))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 40

@@ -1,0 +1,933 @@
+"""Pose front ends: BGR frame -> people, each a box and a COCO-17 skeleton.
+
+Every front end is a :class:`PoseEstimator`: ``estimator(frame_bgr)`` returns a list of
+:class:`PersonPose` (box ``[5]`` = x1, y1, x2, y2, score and keypoints float32 ``[17, 3]`` =
+x, y, score in image pixels, COCO order as :mod:`posestream.skeleton`), and
+``estimator.timing`` holds the per-stage latency of the last call (:class:`PoseTiming`). The
+two stages can also be called apart, for a pipeline that tracks boxes before it estimates
+poses: ``people = estimator.detect(frame)`` then ``estimator.refine(frame, people)``.
+
+===============  ===========================================================================
+name             what runs (``make_pose_estimator(name, ...)``)
+===============  ===========================================================================
+default          :class:`MoveNetBlazePose`, MoveNet input long side 384 px
+webcam           the same at long side 256 (a 640x480 frame -> 256x192): the fastest
+surveillance     the same at long side 512 (768x576 -> 512x384): small, distant people
+rtm              :class:`RtmTopDown`: your own RTMDet + RTMPose ONNX files (MMDeploy export)
+mmpose           :class:`MMPoseTopDown`: MMPose's own inferencer, when ``mmpose`` is installed
+===============  ===========================================================================
+
+The default front end works offline from what pip installs: both networks ship as ONNX files
+in ``posestream/engines/models/`` (converted once from Google's TFLite releases by
+``benchmarks/pose_convert.py``; see ``models/MODEL_CARD.md``) and run in ONNX Runtime.
+
+:class:`MoveNetBlazePose` is top-down, as the PoseConv3D paper recommends (Sec. 3.1):
+
+1. MoveNet MultiPose Lightning finds up to 6 people: boxes and 17 keypoints each. The frame is
+   resized keeping its aspect ratio so that its long side is ``input_size`` and its short side
+   the next multiple of 32 (the model's input size is dynamic), padding the rest with black.
+   Overlapping detections of one person (MoveNet returns two on close-ups) are merged
+   (:func:`dedup_people`: keypoint similarity, OKS, or near-identical boxes).
+2. For each person, BlazePose GHUM full (MediaPipe's landmark model) runs on a 256x256 crop:
+   a square around the box centre, side ``crop_scale`` x the box's longer side, rotated so
+   that the hips-to-shoulders direction points up when MoveNet sees both (BlazePose was trained
+   on upright, centred people, as MediaPipe's own ROI logic feeds it: this matters for people
+   lying on the floor). Its 33 landmarks are refined with its heatmap (as MediaPipe does),
+   mapped back to the frame and reduced to COCO-17 (:data:`BLAZEPOSE_TO_COCO`); a keypoint's
+   score is ``min(sigmoid(visibility), sigmoid(presence))``.
+3. A person MoveNet is sure of (score >= ``detection_threshold``) is always kept; when the
+   landmark model's pose-presence score is below ``landmark_presence_threshold`` (MediaPipe's
+   0.5) it keeps MoveNet's keypoints (``source == "movenet"``): a partly visible or tiny person
+   still has a skeleton. A weaker MoveNet candidate (score >= ``candidate_threshold``) is kept
+   only when the landmark model confirms a person in its crop. Small people seen from above
+   (surveillance) often score 0.05-0.2 in MoveNet while the landmark model is sure of them.
+4. The final skeletons are de-duplicated again (two boxes on one person give the same BlazePose
+   skeleton).
+"""
+from __future__ import annotations
+
+import abc
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from posestream.skeleton import NUM_KEYPOINTS
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+MOVENET_FILE = "movenet_multipose_lightning.onnx"
+LANDMARK_FILE = "pose_landmark_full.onnx"
+
+# BlazePose landmark index of each COCO-17 keypoint (MediaPipe's pose_landmark topology:
+# 0 nose, 2/5 left/right eye, 7/8 ears, 11/12 shoulders, 13/14 elbows, 15/16 wrists,
+# 23/24 hips, 25/26 knees, 27/28 ankles; "left" is the person's left, as in COCO).
+BLAZEPOSE_TO_COCO = np.array([0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28], dtype=np.int64)
+BLAZEPOSE_INPUT = 256
+BLAZEPOSE_LANDMARKS = 39  # 33 body landmarks + 6 auxiliary (ROI) points
+# COCO keypoint sigmas (the OKS constants of the COCO keypoint benchmark).
+COCO_SIGMAS = np.array([0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
+                        0.107, 0.107, 0.087, 0.087, 0.089, 0.089], dtype=np.float32)
+# MMPose / MMDet (RTMPose, RTMDet) input normalisation.
+RTMPOSE_MEAN_RGB = (123.675, 116.28, 103.53)
+RTMPOSE_STD_RGB = (58.395, 57.12, 57.375)
+RTMDET_MEAN_BGR = (103.53, 116.28, 123.675)
+RTMDET_STD_BGR = (57.375, 57.12, 58.395)
+
+
+class PoseError(ValueError):
+    """A one-line, user-facing error about a pose model, its file or its input."""
+
+
+@dataclass
+class PersonPose:
+    """One person in one frame.
+
+    box: float32 ``[5]`` = x1, y1, x2, y2, score (image pixels; the detector's box and score).
+    keypoints: float32 ``[17, 3]`` = x, y, score (image pixels, COCO-17 order).
+    source: which model gave the keypoints: ``"blazepose"``, ``"movenet"``, ``"rtmpose"``,
+    ``"mmpose"``, or ``"detector"`` (a box without keypoints: all scores 0).
+    presence: the landmark model's pose-presence score (NaN when it did not run).
+    landmarks: BlazePose's 33 landmarks ``[33, 4]`` = x, y, visibility, presence (image
+    pixels, probabilities) when it ran, else None.
+    """
+
+    box: np.ndarray
+    keypoints: np.ndarray
+    source: str
+    presence: float = float("nan")
+    landmarks: np.ndarray | None = None
+
+    @property
+    def score(self) -> float:
+        return float(self.box[4])
+
+
+@dataclass
+class PoseTiming:
+    """Latency of the last call, in milliseconds: the detector (pre-processing, network,
+    decoding), each run of the per-person pose/landmark stage (one per candidate it ran on,
+    which for the default front end may include weak candidates it then left out), and the
+    whole call."""
+
+    detector_ms: float = 0.0
+    landmarks_ms: list[float] = field(default_factory=list)
+    total_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"detector_ms": self.detector_ms, "landmarks_ms": list(self.landmarks_ms),
+                "total_ms": self.total_ms}
+
+
+class PoseEstimator(abc.ABC):
+    """The interface of every pose front end.
+
+    ``timing`` describes the last ``__call__``; it is replaced (never mutated) by each call, so
+    another thread (a metrics endpoint) may read it at any time. An estimator itself is not
+    thread-safe: give each thread its own.
+    """
+
+    name: str = "pose"
+
+    def __init__(self) -> None:
+        self.timing = PoseTiming()
+        self._stage_ms: list[float] = []  # per-person stage times of the last refine()
+
+    def tracker_thresholds(self) -> dict[str, float]:
+        """Score thresholds for a ByteTrack-style tracker fed by this front end (keyword
+        arguments of ``posestream.realtime.tracker.ByteTracker``): its defaults suit detectors
+        whose person scores are calibrated like YOLOX's, which is what an empty dict means."""
+        return {}
+
+    @abc.abstractmethod
+    def detect(self, frame_bgr: np.ndarray) -> list[PersonPose]:
+        """People found in the frame (boxes; detector keypoints where the detector has them)."""
+
+    @abc.abstractmethod
+    def refine(self, frame_bgr: np.ndarray, people: Sequence[PersonPose]) -> list[PersonPose]:
+        """Top-down pose for each of ``people`` (their boxes), in the same order."""
+
+    def __call__(self, frame_bgr: np.ndarray) -> list[PersonPose]:
+        frame_bgr = check_frame(frame_bgr)
+        t0 = time.perf_counter()
+        people = self.detect(frame_bgr)
+        t1 = time.perf_counter()
+        self._stage_ms = []
+        out = self.refine(frame_bgr, people)
+        t2 = time.perf_counter()
+        self.timing = PoseTiming((t1 - t0) * 1e3, list(self._stage_ms), (t2 - t0) * 1e3)
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers (public where tests and other engines use them)
+
+
+def check_frame(frame: np.ndarray) -> np.ndarray:
+    """A frame must be a ``[H, W, 3]`` uint8 (BGR) array; anything else is a one-line PoseError."""
+    if not isinstance(frame, np.ndarray):
+        raise PoseError(f"frame must be a numpy array [H, W, 3] uint8 (BGR), got {type(frame).__name__}")
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise PoseError(f"frame must have shape [H, W, 3] (BGR), got {list(frame.shape)}")
+    if frame.dtype != np.uint8:
+        raise PoseError(f"frame must be uint8 (BGR), got dtype {frame.dtype}")
+    return frame
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -80, 80)))).astype(np.float32)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boxes x1, y1, x2, y2 (extra columns ignored)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def keypoint_oks(a: np.ndarray, b: np.ndarray, area: float, min_score: float = 0.2,
+                 min_shared: int = 3) -> float:
+    """Object keypoint similarity of two ``[17, 3]`` poses (as MMPose's ``oks_nms``): the mean,
+    over keypoints confident (score >= ``min_score``) in both, of
+    ``exp(-d^2 / (2 * area * (2 sigma)^2))``. Fewer than ``min_shared`` shared keypoints: 0."""
+    shared = (a[:, 2] >= min_score) & (b[:, 2] >= min_score)
+    if shared.sum() < min_shared or area <= 0:
+        return 0.0
+    d2 = ((a[shared, :2] - b[shared, :2]) ** 2).sum(axis=1)
+    var = (2 * COCO_SIGMAS[shared]) ** 2
+    return float(np.exp(-d2 / (2 * area * var)).mean())
+
+
+def dedup_people(people: Sequence[PersonPose], oks_threshold: float = 0.5,
+                 iou_threshold: float = 0.8) -> list[PersonPose]:
+    """Greedy non-maximum suppression of poses of the same person, best score first.
+
+    A pose is dropped when an already kept one has similar keypoints (OKS >= ``oks_threshold``,
+    area = the mean of the two box areas) or an almost identical box (IoU >= ``iou_threshold``).
+    Two real people side by side have overlapping boxes but different keypoints, so box IoU
+    alone is kept strict. Keeps the input order of the survivors' scores (best first).
+    """
+    order = sorted(range(len(people)), key=lambda i: -people[i].score)
+    kept: list[PersonPose] = []
+    for i in order:
+        p = people[i]
+        dup = False
+        for q in kept:
+            area = 0.5 * (_box_area(p.box) + _box_area(q.box))
+            if box_iou(p.box, q.box) >= iou_threshold or keypoint_oks(p.keypoints, q.keypoints, area) >= oks_threshold:
+                dup = True
+                break
+        if not dup:
+            kept.append(p)
+    return kept
+
+
+def _box_area(b: np.ndarray) -> float:
+    return float(max(b[2] - b[0], 0) * max(b[3] - b[1], 0))
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """The inverse of a 2x3 affine matrix."""
+    m = np.asarray(m, dtype=np.float64)
+    a = m[:, :2]
+    ai = np.linalg.inv(a)
+    return np.hstack([ai, -ai @ m[:, 2:3]])
+
+
+def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``points [..., 2]`` mapped by the 2x3 matrix ``m``."""
+    pts = np.asarray(points, dtype=np.float64)
+    return pts @ np.asarray(m, dtype=np.float64)[:, :2].T + np.asarray(m, dtype=np.float64)[:, 2]
+
+
+def crop_transform(center: Sequence[float], side: float, angle: float, size: int) -> np.ndarray:
+    """The 2x3 matrix mapping image pixels to a ``size x size`` crop: the square of side ``side``
+    centred on ``center``, rotated by ``angle`` radians (the image content turns by ``angle``;
+    positive turns the x axis towards the y axis), so ``center`` lands on the crop centre."""
+    s = size / float(side)
+    c, sn = math.cos(angle), math.sin(angle)
+    r = np.array([[c, -sn], [sn, c]]) * s
+    t = np.array([size / 2.0, size / 2.0]) - r @ np.asarray(center, dtype=np.float64)
+    return np.hstack([r, t[:, None]])
+
+
+def upright_angle(keypoints: np.ndarray, min_score: float = 0.3) -> float | None:
+    """The rotation (radians, for :func:`crop_transform`) that turns the hips->shoulders
+    direction of a COCO-17 pose straight up, or None when no shoulder or no hip is confident."""
+    kp = np.asarray(keypoints)
+    sh = [i for i in (5, 6) if kp[i, 2] >= min_score]
+    hp = [i for i in (11, 12) if kp[i, 2] >= min_score]
+    if not sh or not hp:
+        return None
+    v = kp[sh, :2].mean(axis=0) - kp[hp, :2].mean(axis=0)
+    if not np.isfinite(v).all() or np.hypot(*v) < 1e-6:
+        return None
+    phi = math.atan2(v[1], v[0])
+    angle = -math.pi / 2 - phi
+    return math.atan2(math.sin(angle), math.cos(angle))  # wrap to (-pi, pi]
+
+
+def rotated_extent(w: float, h: float, angle: float) -> float:
+    """The side of the smallest axis-aligned square (in the rotated frame) holding a w x h box
+    rotated by ``angle``."""
+    c, s = abs(math.cos(angle)), abs(math.sin(angle))
+    return max(w * c + h * s, w * s + h * c)
+
+
+def blazepose_to_coco(landmarks: np.ndarray) -> np.ndarray:
+    """``[33 or 39, >= 3]`` BlazePose landmarks (x, y, score, ...) -> COCO-17 ``[17, 3]``."""
+    lm = np.asarray(landmarks)
+    return np.ascontiguousarray(lm[BLAZEPOSE_TO_COCO, :3], dtype=np.float32)
+
+
+def refine_from_heatmap(xy_norm: np.ndarray, heatmap: np.ndarray, index: Sequence[int] | None = None,
+                        kernel: int = 7, min_confidence: float = 0.5) -> np.ndarray:
+    """MediaPipe's ``RefineLandmarksFromHeatmapCalculator``: each landmark (normalised x, y)
+    becomes the sigmoid-weighted mean of heatmap cell indices in a ``kernel``-wide window around
+    it, divided by the heatmap size, when the window's max confidence reaches ``min_confidence``.
+
+    xy_norm: ``[N, 2]`` landmarks (only those listed in ``index`` are refined; default all).
+    heatmap: ``[Hh, Wh, C]`` logits (channel ``i`` is landmark ``i``).
+    """
+    out = np.array(xy_norm, dtype=np.float32, copy=True)
+    hh, hw, _ = heatmap.shape
+    off = (kernel - 1) // 2
+    for i in (range(len(out)) if index is None else index):
+        col, row = int(out[i, 0] * hw), int(out[i, 1] * hh)
+        if out[i, 0] < 0 or out[i, 1] < 0 or col >= hw or row >= hh:  # outside: keep as is
+            continue
+        r0, r1 = max(0, row - off), min(hh, row + off + 1)
+        c0, c1 = max(0, col - off), min(hw, col + off + 1)
+        conf = sigmoid(heatmap[r0:r1, c0:c1, i])
+        total = float(conf.sum())
+        if total <= 0 or float(conf.max()) < min_confidence:
+            continue
+        rows, cols = np.mgrid[r0:r1, c0:c1]
+        out[i, 0] = float((cols * conf).sum()) / hw / total
+        out[i, 1] = float((rows * conf).sum()) / hh / total
+    return out
+
+
+def movenet_input_shape(height: int, width: int, input_size: int | Sequence[int]) -> tuple[int, int]:
+    """MoveNet's input (H, W) for a frame: ``input_size`` = (H, W) as given, or an int = the long
+    side, the short side following the frame's aspect ratio rounded up to a multiple of 32."""
+    if isinstance(input_size, (int, np.integer)):
+        long_side = int(input_size)
+        if long_side < 32 or long_side % 32:
+            raise PoseError(f"MoveNet input size must be a multiple of 32, got {long_side}")
+        if width >= height:
+            return max(32, int(math.ceil(height * long_side / width / 32)) * 32), long_side
+        return long_side, max(32, int(math.ceil(width * long_side / height / 32)) * 32)
+    h, w = (int(v) for v in input_size)
+    if h < 32 or w < 32 or h % 32 or w % 32:
+        raise PoseError(f"MoveNet input height and width must be multiples of 32, got {h}x{w}")
+    return h, w
+
+
+def ort_session(path: str | os.PathLike, threads: int = 1, what: str = "model"):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (no spinning: the pose
+    models share the CPU with the action engine)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        raise PoseError("onnxruntime is not installed: pip install onnxruntime") from None
+    p = Path(path)
+    if not p.is_file():
+        raise PoseError(f"{os.fspath(path)}: no such {what} file")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, int(threads))
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(os.fspath(p), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise PoseError(f"{os.fspath(path)}: cannot load {what}: {_first_line(exc)}") from None
+
+
+def shipped_model(name: str) -> Path:
+    """The path of a model file shipped in ``posestream/engines/models``."""
+    path = MODELS_DIR / name
+    if not path.is_file():
+        raise PoseError(f"{path}: shipped pose model missing; the installation is incomplete "
+                        "(reinstall posestream; its package data holds the .onnx files)")
+    return path
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - a dependency
+        raise PoseError("OpenCV is needed for the pose front end: pip install 'opencv-python-headless<5'") from None
+    return cv2
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+# ----------------------------------------------------------------------------------------------
+# MoveNet MultiPose (detector) and BlazePose landmarks
+
+
+class MoveNetDetector:
+    """MoveNet MultiPose Lightning in ONNX Runtime: up to 6 people, boxes and 17 keypoints.
+
+    Input ``[1, H, W, 3]`` uint8 RGB (H, W multiples of 32); output ``[1, 6, 56]`` = 17 x
+    (y, x, score) normalised to the input, then ymin, xmin, ymax, xmax, score.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, input_size: int | Sequence[int] = 384,
+                 threads: int = 1, score_threshold: float = 0.2, dedup_oks: float = 0.5,
+                 dedup_iou: float = 0.8) -> None:
+        movenet_input_shape(480, 640, input_size)  # validates
+        self.path = Path(path) if path is not None else shipped_model(MOVENET_FILE)
+        self.session = ort_session(self.path, threads, "MoveNet model")
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_size = input_size
+        self.score_threshold = float(score_threshold)
+        self.dedup_oks = float(dedup_oks)
+        self.dedup_iou = float(dedup_iou)
+        self._canvas: np.ndarray | None = None
+
+    def preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, float]:
+        """The network input ``[1, H, W, 3]`` uint8 RGB (frame resized to fit, padded with black
+        at the bottom/right) and the resize factor."""
+        cv2 = _cv2()
+        h, w = frame_bgr.shape[:2]
+        ih, iw = movenet_input_shape(h, w, self.input_size)
+        s = min(ih / h, iw / w)
+        nw, nh = min(iw, max(1, round(w * s))), min(ih, max(1, round(h * s)))
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(frame_bgr, (nw, nh), interpolation=interp)
+        if self._canvas is None or self._canvas.shape != (1, ih, iw, 3):
+            self._canvas = np.zeros((1, ih, iw, 3), np.uint8)
+        else:
+            self._canvas[:] = 0
+        self._canvas[0, :nh, :nw] = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        return self._canvas, s
+
+    def decode(self, raw: np.ndarray, scale: float, input_hw: tuple[int, int],
+               frame_hw: tuple[int, int]) -> list[PersonPose]:
+        """``[6, 56]`` network output -> people above the score threshold, in image pixels."""
+        ih, iw = input_hw
+        fh, fw = frame_hw
+        people = []
+        for row in np.asarray(raw, dtype=np.float32).reshape(-1, 56):
+            score = float(row[55])
+            if not score >= self.score_threshold:
+                continue
+            kp = row[:51].reshape(17, 3)
+            keypoints = np.empty((17, 3), np.float32)
+            keypoints[:, 0] = kp[:, 1] * iw / scale
+            keypoints[:, 1] = kp[:, 0] * ih / scale
+            keypoints[:, 2] = kp[:, 2]
+            y0, x0, y1, x1 = row[51:55]
+            box = np.array([np.clip(x0 * iw / scale, 0, fw), np.clip(y0 * ih / scale, 0, fh),
+                            np.clip(x1 * iw / scale, 0, fw), np.clip(y1 * ih / scale, 0, fh), score], np.float32)
+            if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+                continue
+            people.append(PersonPose(box=box, keypoints=keypoints, source="movenet"))
+        return dedup_people(people, self.dedup_oks, self.dedup_iou)
+
+    def raw(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, float, tuple[int, int]]:
+        x, s = self.preprocess(frame_bgr)
+        out = self.session.run(None, {self.input_name: x})[0]
+        return out[0], s, (x.shape[1], x.shape[2])
+
+    def __call__(self, frame_bgr: np.ndarray) -> list[PersonPose]:
+        out, s, input_hw = self.raw(frame_bgr)
+        return self.decode(out, s, input_hw, frame_bgr.shape[:2])
+
+
+class BlazePoseLandmarks:
+    """BlazePose GHUM full landmarks (MediaPipe ``pose_landmark_full``) in ONNX Runtime.
+
+    Input ``[1, 256, 256, 3]`` float RGB in [0, 1]; outputs: ``[1, 195]`` = 39 x (x, y, z,
+    visibility, presence) with x, y in input pixels and visibility/presence as logits, the
+    pose-presence score ``[1, 1]`` (already a probability: MediaPipe thresholds it at 0.5 with
+    no activation), a segmentation ``[1, 256, 256, 1]``, a heatmap ``[1, 64, 64, 39]`` (logits)
+    and world landmarks ``[1, 117]``.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int = 1, crop_scale: float = 1.25,
+                 rotate: bool = True, refine: bool = True) -> None:
+        self.path = Path(path) if path is not None else shipped_model(LANDMARK_FILE)
+        self.session = ort_session(self.path, threads, "BlazePose landmark model")
+        self.input_name = self.session.get_inputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        shapes = [tuple(o.shape) for o in self.session.get_outputs()]
+        self._landmarks_out = self._flag_out = self._heatmap_out = None
+        for n, shp in zip(names, shapes):
+            if shp[-1] == BLAZEPOSE_LANDMARKS * 5 and len(shp) == 2:
+                self._landmarks_out = n
+            elif len(shp) == 2 and shp[-1] == 1:
+                self._flag_out = n
+            elif len(shp) == 4 and shp[-1] == BLAZEPOSE_LANDMARKS:
+                self._heatmap_out = n
+        if self._landmarks_out is None or self._flag_out is None:
+            raise PoseError(f"{self.path}: not a BlazePose landmark model (outputs {shapes})")
+        self._outputs = [self._landmarks_out, self._flag_out] + ([self._heatmap_out] if self._heatmap_out else [])
+        self.crop_scale = float(crop_scale)
+        self.rotate = bool(rotate)
+        self.refine_heatmap = bool(refine) and self._heatmap_out is not None
+
+    def crop_matrix(self, person: PersonPose) -> np.ndarray:
+        """Image -> 256x256 crop: square around the box centre, upright when possible."""
+        x1, y1, x2, y2 = (float(v) for v in person.box[:4])
+        angle = upright_angle(person.keypoints) if self.rotate else None
+        angle = 0.0 if angle is None else angle
+        side = self.crop_scale * max(rotated_extent(x2 - x1, y2 - y1, angle), 1.0)
+        return crop_transform(((x1 + x2) / 2, (y1 + y2) / 2), side, angle, BLAZEPOSE_INPUT)
+
+    def run(self, frame_bgr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """Raw outputs for the crop given by ``m``: landmarks ``[39, 5]``, presence, heatmap."""
+        cv2 = _cv2()
+        crop = cv2.warpAffine(frame_bgr, m.astype(np.float32), (BLAZEPOSE_INPUT, BLAZEPOSE_INPUT),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        x = (cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0))[None]
+        outs = self.session.run(self._outputs, {self.input_name: x})
+        lm = outs[0].reshape(BLAZEPOSE_LANDMARKS, 5)
+        flag = float(np.asarray(outs[1]).ravel()[0])
+        heat = outs[2][0] if len(outs) > 2 else None
+        return lm, flag, heat
+
+    def __call__(self, frame_bgr: np.ndarray, person: PersonPose) -> tuple[np.ndarray, np.ndarray, float]:
+        """-> (COCO-17 keypoints ``[17, 3]``, all 33 landmarks ``[33, 4]``, presence score),
+        in image pixels."""
+        m = self.crop_matrix(person)
+        lm, flag, heat = self.run(frame_bgr, m)
+        xy = lm[:, :2] / BLAZEPOSE_INPUT
+        if self.refine_heatmap and heat is not None:
+            xy = refine_from_heatmap(xy, heat, index=BLAZEPOSE_TO_COCO)
+        xy_img = apply_affine(invert_affine(m), xy * BLAZEPOSE_INPUT)
+        vis, pres = sigmoid(lm[:, 3]), sigmoid(lm[:, 4])
+        landmarks = np.empty((33, 4), np.float32)
+        landmarks[:, :2] = xy_img[:33]
+        landmarks[:, 2] = vis[:33]
+        landmarks[:, 3] = pres[:33]
+        score = np.minimum(vis, pres)
+        keypoints = np.empty((NUM_KEYPOINTS, 3), np.float32)
+        keypoints[:, :2] = xy_img[BLAZEPOSE_TO_COCO]
+        keypoints[:, 2] = score[BLAZEPOSE_TO_COCO]
+        return keypoints, landmarks, flag
+
+
+class MoveNetBlazePose(PoseEstimator):
+    """The default front end: MoveNet MultiPose finds people, BlazePose refines each skeleton
+    (see the module docstring). All arguments have working defaults.
+
+    input_size: MoveNet's input long side (int, multiple of 32) or a fixed (H, W).
+    threads: ONNX Runtime intra-op threads of each network.
+    detection_threshold: a MoveNet person score from which a person is kept whatever the
+        landmark model says (small, distant people seen from above score ~0.15-0.5).
+    candidate_threshold, confirm_presence: a weaker MoveNet detection (score in
+        [candidate_threshold, detection_threshold)) is kept only when the landmark model is
+        sure there is a person in its crop (presence >= confirm_presence). On vtest.avi this
+        recovers real people MoveNet scores 0.05-0.2 while the background candidates it
+        returns (scores ~0-0.06) have presence ~0.
+    landmark_presence_threshold: below it a (confident) person keeps MoveNet's keypoints.
+    crop_scale, rotate, refine_heatmap: BlazePose crop margin, upright rotation, MediaPipe's
+        heatmap refinement.
+    use_landmarks: False gives MoveNet's keypoints only (the fastest skeletons; no weak
+        candidates are confirmed).
+    max_people: at most this many candidates (best detector scores) get landmarks; the others
+        keep MoveNet's keypoints (confident ones) or are dropped (weak ones). None: all (MoveNet
+        returns at most 6).
+    dedup_oks, dedup_iou: thresholds of :func:`dedup_people`, applied to MoveNet's poses and
+        again to the final skeletons (a crop holding two people may make BlazePose lock on the
+        neighbour: that person then falls back to MoveNet's keypoints, or, if weak, is dropped).
+    """
+
+    name = "movenet+blazepose"
+
+    def __init__(self, input_size: int | Sequence[int] = 384, threads: int = 1, detection_threshold: float = 0.2,
+                 candidate_threshold: float = 0.05, confirm_presence: float = 0.5,
+                 landmark_presence_threshold: float = 0.5, crop_scale: float = 1.25, rotate: bool = True,
+                 refine_heatmap: bool = True, use_landmarks: bool = True, max_people: int | None = None,
+                 dedup_oks: float = 0.5, dedup_iou: float = 0.8, movenet_path: str | os.PathLike | None = None,
+                 landmark_path: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        if not 0 <= candidate_threshold <= detection_threshold:
+            raise PoseError(f"need 0 <= candidate_threshold ({candidate_threshold}) <= detection_threshold "
+                            f"({detection_threshold})")
+        floor = candidate_threshold if use_landmarks else detection_threshold
+        self.detector = MoveNetDetector(movenet_path, input_size=input_size, threads=threads,
+                                        score_threshold=floor, dedup_oks=dedup_oks, dedup_iou=dedup_iou)
+        self.landmarks = (BlazePoseLandmarks(landmark_path, threads=threads, crop_scale=crop_scale, rotate=rotate,
+                                             refine=refine_heatmap) if use_landmarks else None)
+        self.detection_threshold = float(detection_threshold)
+        self.confirm_presence = float(confirm_presence)
+        self.landmark_presence_threshold = float(landmark_presence_threshold)
+        self.max_people = max_people
+        self.dedup_oks = float(dedup_oks)
+        self.threads = threads
+
+    def detect(self, frame_bgr: np.ndarray) -> list[PersonPose]:
+        """MoveNet's candidates, best first (MoveNet keypoints). With landmarks on, this includes
+        weak candidates that :meth:`refine` keeps only when BlazePose confirms them."""
+        return self.detector(check_frame(frame_bgr))
+
+    def tracker_thresholds(self) -> dict[str, float]:
+        """MoveNet's person scores run far lower than YOLOX-style ones (0.13-0.36 for the
+        people of vtest.avi): a person this front end keeps is a high-score detection, and a
+        weak candidate it keeps (confirmed by the landmark model) is a low-score one."""
+        return {"high_thresh": self.detection_threshold, "low_thresh": self.detector.score_threshold,
+                "new_track_thresh": self.detection_threshold}
+
+    def refine(self, frame_bgr: np.ndarray, people: Sequence[PersonPose]) -> list[PersonPose]:
+        """BlazePose skeletons for ``people`` (from :meth:`detect`), best detector score first;
+        unconfirmed weak candidates and duplicates are left out."""
+        self._stage_ms = []
+        order = sorted(range(len(people)), key=lambda i: -people[i].score)
+        limit = len(order) if self.max_people is None else max(0, int(self.max_people))
+        kept: list[PersonPose] = []
+        for rank, i in enumerate(order):
+            person = people[i]
+            confident = person.score >= self.detection_threshold
+            fallback = PersonPose(person.box.copy(), person.keypoints.copy(), "movenet")
+            if self.landmarks is None or rank >= limit:
+                if confident and not self._duplicate(fallback, kept):
+                    kept.append(fallback)
+                continue
+            t = time.perf_counter()
+            keypoints, landmarks, presence = self.landmarks(frame_bgr, person)
+            self._stage_ms.append((time.perf_counter() - t) * 1e3)
+            fallback.presence, fallback.landmarks = presence, landmarks
+            if presence >= self.landmark_presence_threshold and (confident or presence >= self.confirm_presence):
+                candidate = PersonPose(person.box.copy(), keypoints, "blazepose", presence, landmarks)
+                if not self._duplicate(candidate, kept):
+                    kept.append(candidate)
+                    continue
+            if confident and not self._duplicate(fallback, kept):
+                kept.append(fallback)  # the landmark model saw nobody here (or somebody already kept)
+        return kept
+
+    def _duplicate(self, person: PersonPose, kept: Sequence[PersonPose]) -> bool:
+        for q in kept:
+            area = 0.5 * (_box_area(person.box) + _box_area(q.box))
+            if keypoint_oks(person.keypoints, q.keypoints, area) >= self.dedup_oks:
+                return True
+        return False
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "input_size": self.detector.input_size, "threads": self.threads,
+                "detection_threshold": self.detection_threshold, "candidate_threshold": self.detector.score_threshold,
+                "confirm_presence": self.confirm_presence,
+                "landmark_presence_threshold": self.landmark_presence_threshold,
+                "models": [str(self.detector.path)] + ([str(self.landmarks.path)] if self.landmarks else [])}
+
+
+# ----------------------------------------------------------------------------------------------
+# Bring your own: RTMDet + RTMPose ONNX (MMDeploy), or MMPose itself
+
+
+def bbox_xyxy_to_cs(box: np.ndarray, padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+    """MMPose's ``bbox_xyxy2cs``: box x1, y1, x2, y2 -> centre (x, y), scale (w, h) x padding."""
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box)[:4])
+    return (np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float64),
+            np.array([(x2 - x1) * padding, (y2 - y1) * padding], np.float64))
+
+
+def fix_aspect_ratio(scale: np.ndarray, aspect_ratio: float) -> np.ndarray:
+    """MMPose's ``TopdownAffine._fix_aspect_ratio``: grow w or h so that w / h == aspect_ratio."""
+    w, h = (float(v) for v in scale)
+    if w > h * aspect_ratio:
+        return np.array([w, w / aspect_ratio], np.float64)
+    return np.array([h * aspect_ratio, h], np.float64)
+
+
+def get_warp_matrix(center: Sequence[float], scale: Sequence[float], rot: float,
+                    output_size: Sequence[int]) -> np.ndarray:
+    """MMPose's ``get_warp_matrix`` (no shift, not inverted): the 2x3 matrix that maps the box of
+    width ``scale[0]`` centred on ``center``, rotated by ``rot`` degrees, onto an image of
+    ``output_size`` = (w, h). Closed form of MMPose's three-point construction: a similarity
+    with factor ``w / scale[0]`` that turns the box's rotated axes back to the image axes."""
+    cx, cy = (float(v) for v in center)
+    out_w, out_h = (float(v) for v in output_size)
+    s = out_w / float(scale[0])
+    r = math.radians(rot)
+    c, sn = math.cos(r), math.sin(r)
+    # MMPose rotates the source direction by +rot ([[c, -s], [s, c]]); the map undoes it.
+    a = np.array([[c, sn], [-sn, c]]) * s
+    t = np.array([out_w / 2, out_h / 2]) - a @ np.array([cx, cy])
+    return np.hstack([a, t[:, None]])
+
+
+def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """MMPose's SimCC decoding (``get_simcc_maximum``): per keypoint the argmax of each 1-D
+    distribution, divided by ``split_ratio``, and the score min(max_x, max_y); keypoints with a
+    score <= 0 get location -1.
+
+    simcc_x ``[K, Wx]`` or ``[N, K, Wx]``, simcc_y ``[..., Wy]`` -> locations ``[..., K, 2]``
+    (input pixels), scores ``[..., K]``.
+    """
+    sx, sy = np.asarray(simcc_x, np.float32), np.asarray(simcc_y, np.float32)
+    x_locs = sx.argmax(axis=-1)
+    y_locs = sy.argmax(axis=-1)
+    locs = np.stack([x_locs, y_locs], axis=-1).astype(np.float32)
+    vals = np.minimum(sx.max(axis=-1), sy.max(axis=-1))
+    locs[vals <= 0] = -1
+    locs = np.where(locs >= 0, locs / split_ratio, locs)
+    return locs, vals
+
+
+class RtmTopDown(PoseEstimator):
+    """Your own RTMDet (person) + RTMPose ONNX files, as MMDeploy exports them ("end2end").
+
+    RTMDet: input ``[1, 3, H, W]`` float BGR normalised with mean (103.53, 116.28, 123.675),
+    std (57.375, 57.12, 58.395) (MMDet's RTMDet data preprocessor, bgr_to_rgb False), the
+    frame resized keeping its aspect ratio into H x W and padded with 114 at the bottom/right;
+    outputs ``dets [1, N, 5]`` (x1, y1, x2, y2, score in input pixels, after NMS) and
+    ``labels [1, N]``; people are label ``person_label`` (0 in COCO) with score >=
+    ``det_threshold``. H, W come from the model when static, else ``det_input_size``.
+
+    RTMPose: input ``[1, 3, h, w]`` (256 x 192 for body models) float RGB normalised with
+    mean (123.675, 116.28, 103.53), std (58.395, 57.12, 57.375); the crop is MMPose's top-down
+    affine: box centre, box size x ``bbox_padding`` (1.25) grown to the input's aspect ratio;
+    outputs ``simcc_x [1, K, w * r]``, ``simcc_y [1, K, h * r]`` with split ratio r = 2.0,
+    decoded by argmax (:func:`decode_simcc`) and mapped back to the frame. Scores are the raw
+    SimCC maxima (about 0-1; clipped to [0, 1]). K must be 17 (COCO body).
+    """
+
+    name = "rtm"
+
+    def __init__(self, det_onnx: str | os.PathLike, pose_onnx: str | os.PathLike, threads: int = 1,
+                 det_threshold: float = 0.5, person_label: int = 0, det_input_size: Sequence[int] = (640, 640),
+                 bbox_padding: float = 1.25, split_ratio: float = 2.0, max_people: int | None = None) -> None:
+        super().__init__()
+        self.det = ort_session(det_onnx, threads, "RTMDet model")
+        self.pose = ort_session(pose_onnx, threads, "RTMPose model")
+        self.det_path, self.pose_path = Path(det_onnx), Path(pose_onnx)
+        di = self.det.get_inputs()[0]
+        self.det_input = di.name
+        self.det_hw = _static_hw(di.shape) or (int(det_input_size[0]), int(det_input_size[1]))
+        det_outs = [o.name for o in self.det.get_outputs()]
+        if len(det_outs) < 2:
+            raise PoseError(f"{det_onnx}: expected RTMDet end2end outputs dets [1, N, 5] and labels [1, N], "
+                            f"got {det_outs}")
+        self.det_outputs = (("dets", "labels") if {"dets", "labels"} <= set(det_outs) else tuple(det_outs[:2]))
+        pi = self.pose.get_inputs()[0]
+        self.pose_input = pi.name
+        hw = _static_hw(pi.shape)
+        if hw is None:
+            raise PoseError(f"{pose_onnx}: RTMPose input must have a static [1, 3, h, w] shape, got {pi.shape}")
+        self.pose_hw = hw
+        pose_outs = [o.name for o in self.pose.get_outputs()]
+        self.pose_outputs = (("simcc_x", "simcc_y") if {"simcc_x", "simcc_y"} <= set(pose_outs)
+                             else tuple(pose_outs[:2]))
+        self.det_threshold = float(det_threshold)
+        self.person_label = int(person_label)
+        self.bbox_padding = float(bbox_padding)
+        self.split_ratio = float(split_ratio)
+        self.max_people = max_people
+        self.threads = threads
+
+    # -- detector
+    def det_preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, float]:
+        cv2 = _cv2()
+        h, w = frame_bgr.shape[:2]
+        ih, iw = self.det_hw
+        s = min(ih / h, iw / w)
+        nw, nh = min(iw, max(1, int(w * s + 0.5))), min(ih, max(1, int(h * s + 0.5)))
+        canvas = np.full((ih, iw, 3), 114, np.uint8)
+        canvas[:nh, :nw] = cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        x = (canvas.astype(np.float32) - np.array(RTMDET_MEAN_BGR, np.float32)) / np.array(RTMDET_STD_BGR, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), s
+
+    def detect(self, frame_bgr: np.ndarray) -> list[PersonPose]:
+        frame_bgr = check_frame(frame_bgr)
+        x, s = self.det_preprocess(frame_bgr)
+        dets, labels = self.det.run(list(self.det_outputs), {self.det_input: x})
+        dets = np.asarray(dets, np.float32).reshape(-1, 5)
+        labels = np.asarray(labels).reshape(-1)
+        fh, fw = frame_bgr.shape[:2]
+        people = []
+        for d, lab in zip(dets, labels):
+            if int(lab) != self.person_label or not d[4] >= self.det_threshold:
+                continue
+            box = np.array([np.clip(d[0] / s, 0, fw), np.clip(d[1] / s, 0, fh), np.clip(d[2] / s, 0, fw),
+                            np.clip(d[3] / s, 0, fh), d[4]], np.float32)
+            if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+                continue
+            people.append(PersonPose(box, np.zeros((NUM_KEYPOINTS, 3), np.float32), "detector"))
+        people.sort(key=lambda p: -p.score)
+        return people if self.max_people is None else people[: int(self.max_people)]
+
+    # -- pose
+    def pose_preprocess(self, frame_bgr: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """-> (network input ``[1, 3, h, w]``, the 2x3 image->input matrix)."""
+        cv2 = _cv2()
+        h, w = self.pose_hw
+        center, scale = bbox_xyxy_to_cs(box, self.bbox_padding)
+        scale = fix_aspect_ratio(scale, w / h)
+        m = get_warp_matrix(center, scale, 0.0, (w, h))
+        crop = cv2.warpAffine(frame_bgr, m.astype(np.float32), (w, h), flags=cv2.INTER_LINEAR)
+        rgb = crop[:, :, ::-1].astype(np.float32)
+        x = (rgb - np.array(RTMPOSE_MEAN_RGB, np.float32)) / np.array(RTMPOSE_STD_RGB, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), m
+
+    def refine(self, frame_bgr: np.ndarray, people: Sequence[PersonPose]) -> list[PersonPose]:
+        self._stage_ms = []
+        out = []
+        for person in people:
+            t = time.perf_counter()
+            x, m = self.pose_preprocess(frame_bgr, person.box)
+            sx, sy = self.pose.run(list(self.pose_outputs), {self.pose_input: x})
+            locs, vals = decode_simcc(np.asarray(sx)[0], np.asarray(sy)[0], self.split_ratio)
+            if locs.shape[0] != NUM_KEYPOINTS:
+                raise PoseError(f"{self.pose_path}: RTMPose gives {locs.shape[0]} keypoints, need COCO-17")
+            kp = np.empty((NUM_KEYPOINTS, 3), np.float32)
+            kp[:, :2] = apply_affine(invert_affine(m), locs)
+            kp[:, 2] = np.clip(vals, 0, 1)
+            kp[vals <= 0, 2] = 0
+            out.append(PersonPose(person.box.copy(), kp, "rtmpose"))
+            self._stage_ms.append((time.perf_counter() - t) * 1e3)
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "det": str(self.det_path), "pose": str(self.pose_path),
+                "det_input_hw": list(self.det_hw), "pose_input_hw": list(self.pose_hw), "threads": self.threads}
+
+
+def _static_hw(shape: Sequence[Any]) -> tuple[int, int] | None:
+    if len(shape) != 4:
+        return None
+    h, w = shape[2], shape[3]
+    if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
+        return h, w
+    return None
+
+
+class MMPoseTopDown(PoseEstimator):
+    """MMPose's own ``MMPoseInferencer`` (top-down: its person detector, then ``pose2d``), when
+    ``mmpose`` (and its mmcv/mmdet) is installed. Note that MMPose downloads its weights on first
+    use unless ``pose2d_weights`` / ``det_weights`` point to local files."""
+
+    name = "mmpose"
+
+    def __init__(self, pose2d: str = "human", pose2d_weights: str | None = None, det_model: str | None = None,
+                 det_weights: str | None = None, device: str = "cpu", **kwargs: Any) -> None:
+        super().__init__()
+        try:
+            from mmpose.apis import MMPoseInferencer
+        except ImportError as exc:
+            raise PoseError("the mmpose front end needs MMPose: pip install -U openmim && mim install mmengine "
+                            f"'mmcv>=2' 'mmdet>=3' mmpose ({_first_line(exc)}); or export RTMDet/RTMPose to ONNX "
+                            "with MMDeploy and use the rtm front end") from None
+        self.inferencer = MMPoseInferencer(pose2d=pose2d, pose2d_weights=pose2d_weights, det_model=det_model,
+                                           det_weights=det_weights, device=device, **kwargs)
+
+    def _run(self, frame_bgr: np.ndarray) -> list[PersonPose]:
+        result = next(self.inferencer(frame_bgr, return_vis=False))
+        preds = result["predictions"][0] if result.get("predictions") else []
+        people = []
+        for p in preds:
+            kp = np.zeros((NUM_KEYPOINTS, 3), np.float32)
+            xy = np.asarray(p["keypoints"], np.float32)[:NUM_KEYPOINTS]
+            sc = np.asarray(p.get("keypoint_scores", np.ones(len(xy))), np.float32)[:NUM_KEYPOINTS]
+            kp[: len(xy), :2] = xy
+            kp[: len(sc), 2] = np.clip(sc, 0, 1)
+            bbox = np.asarray(p.get("bbox", [[0, 0, 0, 0]]), np.float32).reshape(-1)[:4]
+            score = float(np.asarray(p.get("bbox_score", 1.0)).reshape(-1)[0])
+            people.append(PersonPose(np.array([*bbox, score], np.float32), kp, "mmpose"))
+        return people
+
+    def detect(self, frame_bgr: np.ndarray) -> list[PersonPose]:
+        return self._run(check_frame(frame_bgr))
+
+    def refine(self, frame_bgr: np.ndarray, people: Sequence[PersonPose]) -> list[PersonPose]:
+        # MMPose's inferencer runs both stages in one call (in detect); nothing is left to do.
+        self._stage_ms = [0.0] * len(people)
+        return list(people)
+
+
+# ----------------------------------------------------------------------------------------------
+# Drawing
+
+
+SOURCE_COLORS = {"blazepose": (60, 220, 60), "movenet": (0, 170, 255), "rtmpose": (255, 160, 40),
+                 "mmpose": (255, 160, 40), "detector": (200, 200, 200)}
+
+
+def draw_people(frame_bgr: np.ndarray, people: Sequence[PersonPose], min_score: float = 0.3,
+                thickness: int = 2) -> np.ndarray:
+    """A copy of the frame with each person's box (colour by keypoint source: green BlazePose,
+    orange MoveNet fallback), score and skeleton (limbs whose two keypoints reach ``min_score``;
+    the person's left side in cyan, right side in magenta)."""
+    from posestream.skeleton import PYSKL_DEFAULT_LIMBS
+
+    cv2 = _cv2()
+    img = np.ascontiguousarray(frame_bgr).copy()
+    left = {1, 3, 5, 7, 9, 11, 13, 15}
+    right = {2, 4, 6, 8, 10, 12, 14, 16}
+    for p in people:
+        color = SOURCE_COLORS.get(p.source, (255, 255, 255))
+        x1, y1, x2, y2 = (int(round(float(v))) for v in p.box[:4])
+        cv2.rectangle(img, (x1, y1), (x2, y2), color, 1)
+        label = f"{p.score:.2f} {p.source[:2]}"
+        if np.isfinite(p.presence):
+            label += f" p{p.presence:.2f}"
+        cv2.putText(img, label, (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
+        kp = p.keypoints
+        for a, b in PYSKL_DEFAULT_LIMBS.pairs:
+            if kp[a, 2] < min_score or kp[b, 2] < min_score:
+                continue
+            c = (255, 255, 0) if a in left and b in left else (255, 0, 255) if a in right and b in right else (0, 255, 255)
+            cv2.line(img, (int(kp[a, 0]), int(kp[a, 1])), (int(kp[b, 0]), int(kp[b, 1])), c, thickness, cv2.LINE_AA)
+        for k in range(NUM_KEYPOINTS):
+            if kp[k, 2] >= min_score:
+                cv2.circle(img, (int(kp[k, 0]), int(kp[k, 1])), max(1, thickness), (0, 0, 255), -1, cv2.LINE_AA)
+    return img
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"input_size": 384},
+    "webcam": {"input_size": 256},
+    "surveillance": {"input_size": 512},
+}
+FRONT_ENDS = ("default", "webcam", "surveillance", "rtm", "mmpose")
+
+
+def make_pose_estimator(name: str = "default", **kwargs: Any) -> PoseEstimator:
+    """A front end by name (see the module docstring). Keyword arguments go to the class and
+    override the preset: e.g. ``make_pose_estimator("webcam", threads=2)``,
+    ``make_pose_estimator("rtm", det_onnx="rtmdet.onnx", pose_onnx="rtmpose.onnx")``."""
+    key = str(name).strip().lower()
+    if key in PRESETS:
+        return MoveNetBlazePose(**{**PRESETS[key], **kwargs})
+    if key == "rtm":
+        if "det_onnx" not in kwargs or "pose_onnx" not in kwargs:
+            raise PoseError("the rtm front end needs det_onnx= (RTMDet) and pose_onnx= (RTMPose) ONNX files")
+        return RtmTopDown(**kwargs)
+    if key == "mmpose":
+        return MMPoseTopDown(**kwargs)
+    raise PoseError(f"unknown pose front end {name!r}; choose one of {', '.join(FRONT_ENDS)}")
+
+
+__all__ = [
+    "PoseError", "PersonPose", "PoseTiming", "PoseEstimator", "MoveNetDetector", "BlazePoseLandmarks",
+    "MoveNetBlazePose", "RtmTopDown", "MMPoseTopDown", "make_pose_estimator", "PRESETS", "FRONT_ENDS",
+    "BLAZEPOSE_TO_COCO", "blazepose_to_coco", "dedup_people", "keypoint_oks", "box_iou", "decode_simcc",
+    "get_warp_matrix", "bbox_xyxy_to_cs", "fix_aspect_ratio", "crop_transform", "upright_angle",
+    "refine_from_heatmap", "movenet_input_shape", "check_frame", "draw_people",
+]
