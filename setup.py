@@ -48,8 +48,11 @@ setup(
         "onnxruntime>=1.17",
     ],
     # The pose front end's converted networks (see engines/models/MODEL_CARD.md).
-    package_data={"posestream.engines": ["models/*.onnx", "models/*.json", "models/*.md",
-                                         "models/LICENSE", "models/NOTICE"]},
-    extras_require={"test": ["pytest>=7"]},
+    package_data={
+        "posestream.engines": ["models/*.onnx", "models/*.json", "models/*.md", "models/LICENSE", "models/NOTICE"],
+        # PYSKL-format training configs, runnable by name (posestream train ntu60_xsub_joint).
+        "posestream.train": ["configs/*.py", "configs/label_maps/*.txt"],
+    },
+    extras_require={"test": ["pytest>=7"], "tensorboard": ["tensorboard>=2.10"]},
     entry_points={"console_scripts": ["posestream=posestream.cli:main"]},
 )

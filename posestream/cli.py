@@ -81,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     p.set_defaults(run=cmd_pose)
 
+    from posestream.train.config import add_fuse_arguments, add_test_arguments, add_train_arguments
+
+    p = commands.add_parser("train", help="train a model from a PYSKL-format config (a file or a shipped name)")
+    add_train_arguments(p)
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("test", help="evaluate a checkpoint: top-1/top-5/mean class, confusion, robustness")
+    add_test_arguments(p)
+    p.set_defaults(run=cmd_test)
+
+    p = commands.add_parser("fuse", help="late fusion of saved test scores (e.g. joint + limb)")
+    add_fuse_arguments(p)
+    p.set_defaults(run=cmd_fuse)
+
     p = commands.add_parser("models", help="list the networks with parameters and FLOPs beside the paper's")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--num-classes", type=int, default=60, help="classes of the final layer (default 60, NTU-60)")
@@ -197,6 +211,24 @@ def cmd_pose(args) -> int:
         print(json.dumps(video))
     print(f"wrote {args.out}: {len(data['annotations'])} clips")
     return 0
+
+
+def cmd_train(args) -> int:
+    from posestream.train.trainer import run_train
+
+    return run_train(args)
+
+
+def cmd_test(args) -> int:
+    from posestream.train.evaluate import run_test
+
+    return run_test(args)
+
+
+def cmd_fuse(args) -> int:
+    from posestream.train.evaluate import run_fuse
+
+    return run_fuse(args)
 
 
 def cmd_models(args) -> int:

@@ -1,0 +1,88 @@
+# Pose-X3D-s on posestream's synthetic actions (data/synthetic.pkl, splits train / val), joint
+# heatmaps, sized for a 2-core CPU: 32 frames at 48x48, 8 videos per step, 20 epochs of 2 passes;
+# clips are loaded in the training process (workers_per_gpu=0: a clip takes ~1 ms to render).
+# num_classes must equal the synthetic generator's class count (5 here: adjust when it differs).
+# In PYSKL's config format. Train it with
+#     posestream train synthetic_x3d_s
+
+model = dict(
+    type='Recognizer3D',
+    backbone=dict(
+        type='X3D',
+        gamma_d=1,
+        in_channels=17,
+        base_channels=24,
+        num_stages=3,
+        se_ratio=None,
+        use_swish=False,
+        stage_blocks=(2, 5, 3),
+        spatial_strides=(2, 2, 2)),
+    cls_head=dict(
+        type='I3DHead',
+        in_channels=216,
+        num_classes=5,
+        dropout=0.5),
+    test_cfg=dict(average_clips='prob'))
+
+dataset_type = 'PoseDataset'
+ann_file = 'data/synthetic.pkl'
+left_kp = [1, 3, 5, 7, 9, 11, 13, 15]
+right_kp = [2, 4, 6, 8, 10, 12, 14, 16]
+train_pipeline = [
+    dict(type='UniformSampleFrames', clip_len=32),
+    dict(type='PoseDecode'),
+    dict(type='PoseCompact', hw_ratio=1., allow_imgpad=True),
+    dict(type='Resize', scale=(-1, 56)),
+    dict(type='RandomResizedCrop', area_range=(0.56, 1.0)),
+    dict(type='Resize', scale=(48, 48), keep_ratio=False),
+    dict(type='Flip', flip_ratio=0.5, left_kp=left_kp, right_kp=right_kp),
+    dict(type='GeneratePoseTarget', with_kp=True, with_limb=False),
+    dict(type='FormatShape', input_format='NCTHW_Heatmap'),
+    dict(type='Collect', keys=['imgs', 'label'], meta_keys=[]),
+    dict(type='ToTensor', keys=['imgs', 'label'])
+]
+val_pipeline = [
+    dict(type='UniformSampleFrames', clip_len=32, num_clips=1),
+    dict(type='PoseDecode'),
+    dict(type='PoseCompact', hw_ratio=1., allow_imgpad=True),
+    dict(type='Resize', scale=(48, 48), keep_ratio=False),
+    dict(type='GeneratePoseTarget', with_kp=True, with_limb=False),
+    dict(type='FormatShape', input_format='NCTHW_Heatmap'),
+    dict(type='Collect', keys=['imgs', 'label'], meta_keys=[]),
+    dict(type='ToTensor', keys=['imgs'])
+]
+test_pipeline = [
+    dict(type='UniformSampleFrames', clip_len=32, num_clips=1),
+    dict(type='PoseDecode'),
+    dict(type='PoseCompact', hw_ratio=1., allow_imgpad=True),
+    dict(type='Resize', scale=(48, 48), keep_ratio=False),
+    dict(type='GeneratePoseTarget', with_kp=True, with_limb=False, double=True, left_kp=left_kp, right_kp=right_kp),
+    dict(type='FormatShape', input_format='NCTHW_Heatmap'),
+    dict(type='Collect', keys=['imgs', 'label'], meta_keys=[]),
+    dict(type='ToTensor', keys=['imgs'])
+]
+data = dict(
+    videos_per_gpu=8,
+    workers_per_gpu=0,
+    test_dataloader=dict(videos_per_gpu=1),
+    train=dict(
+        type='RepeatDataset',
+        times=2,
+        dataset=dict(
+            type=dataset_type,
+            ann_file=ann_file,
+            split='train',
+            pipeline=train_pipeline)),
+    val=dict(type=dataset_type, ann_file=ann_file, split='val', pipeline=val_pipeline),
+    test=dict(type=dataset_type, ann_file=ann_file, split='val', pipeline=test_pipeline))
+# optimizer
+optimizer = dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=0.0003)  # PYSKL's 0.4 for 256 videos per step, scaled to 8 (x 4: a small model, few steps)
+optimizer_config = dict(grad_clip=dict(max_norm=40, norm_type=2))
+# learning policy
+lr_config = dict(policy='CosineAnnealing', by_epoch=False, min_lr=0)
+total_epochs = 20
+checkpoint_config = dict(interval=1)
+evaluation = dict(interval=1, metrics=['top_k_accuracy', 'mean_class_accuracy'], topk=(1, 5))
+log_config = dict(interval=10, hooks=[dict(type='TextLoggerHook')])
+log_level = 'INFO'
+work_dir = './work_dirs/posestream/synthetic_x3d_s'
