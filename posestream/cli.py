@@ -173,6 +173,7 @@ def cmd_synth(args) -> int:
             raise UsageError(f"unknown action(s) {', '.join(unknown)}; known: {', '.join(ACTIONS)}")
     if args.clips < 1:
         raise UsageError(f"--clips must be at least 1, got {args.clips}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     data = generate_dataset(args.clips, classes=classes, seed=args.seed, val_fraction=args.val_fraction,
                             bystander_prob=args.bystander_prob, progress=True)
     save_dataset(args.out, data)
