@@ -106,7 +106,10 @@ def test_the_shipped_configs_are_the_expected_ones():
 def test_shipped_config_translates_to_the_papers_setting(name):
     cfg = load_config(name)
     if name == "synthetic_x3d_s":
-        assert (cfg.arch, cfg.num_classes, cfg.heatmap, cfg.in_channels) == ("x3d_s", 5, "joints", 17)
+        from posestream.train.data.synthetic import ACTIONS
+
+        assert (cfg.arch, cfg.num_classes, cfg.heatmap, cfg.in_channels) == ("x3d_s", len(ACTIONS), "joints", 17)
+        assert cfg.class_names == ACTIONS
         assert (cfg.train.ann_file, cfg.train.split, cfg.val.split) == ("data/synthetic.pkl", "train", "val")
         assert cfg.batch_size <= 16 and cfg.clip_len <= 48
         return
@@ -443,7 +446,7 @@ def test_load_from_fine_tunes_the_backbone_and_starts_a_new_head(x3d_cfg, tmp_pa
     for key, value in pretrained.state_dict().items():
         if key.startswith("backbone."):
             torch.testing.assert_close(weights[key], value, rtol=0, atol=0)
-    assert weights["head.fc.weight"].shape == (5, 216)
+    assert weights["head.fc.weight"].shape == (x3d_cfg.num_classes, 216)
     save_checkpoint(tmp_path / "other.pth", ModelCard(arch="c3d_s", num_classes=7), {})
     with pytest.raises(ConfigError, match="load_from: .*other.pth is a c3d_s model"):
         train(x3d_cfg.override(load_from=str(tmp_path / "other.pth")), work_dir=tmp_path / "r2", progress=False)

@@ -417,6 +417,9 @@ class TrainConfig:
             raise TypeError(f"override: unknown setting(s) {', '.join(unknown)}")
         if "work_dir" in rest and rest["work_dir"] is not None:
             rest["work_dir"] = os.fspath(rest["work_dir"])
+        if ("num_classes" in rest and "class_names" not in rest and cfg.class_names is not None
+                and len(cfg.class_names) != rest["num_classes"]):
+            rest["class_names"] = None  # the names describe the classes being replaced
         return dataclasses.replace(cfg, **split_fields, **rest)
 
 
