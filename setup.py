@@ -46,6 +46,10 @@ setup(
         # OpenCV 5 removed HOGDescriptor/CascadeClassifier and changed video I/O; stay on 4.x.
         "opencv-python-headless>=4.8,<5",
         "onnxruntime>=1.17",
+        # ONNX export (torch.onnx's dynamo exporter builds the graph with onnxscript) and the
+        # int8 quantizer; tested with onnx 1.23, onnxscript 0.7 and onnxruntime 1.32.
+        "onnx>=1.18",
+        "onnxscript>=0.4",
     ],
     # The pose front end's converted networks (see engines/models/MODEL_CARD.md).
     package_data={

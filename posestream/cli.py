@@ -100,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=60, help="classes of the final layer (default 60, NTU-60)")
     p.set_defaults(run=cmd_models)
 
+    p = commands.add_parser("export", help="export a checkpoint to ONNX, verified against torch in ONNX Runtime")
+    p.add_argument("checkpoint", help="a posestream checkpoint (.pth)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", help="ONNX file to write (default: the checkpoint's name with .onnx)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17, default 18)")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest |ORT - torch| logit difference accepted")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an int8 model (static, QDQ, per-channel) calibrated on real volumes")
+    p.add_argument("--calibration", help="clips (dataset or clip pickle) to calibrate int8 on "
+                   "(default: posestream's sample clips; the model's own training clips are better)")
+    p.add_argument("--split", help="with --calibration: use this split of the dataset")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load the calibration pickle with the unrestricted unpickler (trusted files only)")
+    p.set_defaults(run=cmd_export)
+
     p = commands.add_parser("import-checkpoint", help="convert a PYSKL / MMAction2 PoseC3D checkpoint to ours")
     p.add_argument("src", help="the PYSKL or MMAction2 checkpoint (.pth)")
     p.add_argument("--arch", required=True, help="our model name (see `posestream models`), e.g. slowonly")
@@ -268,6 +283,24 @@ def cmd_models(args) -> int:
 
 def _si(count: float) -> str:
     return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.0f}K"
+
+
+def cmd_export(args) -> int:
+    from posestream.train.export import export_int8, export_onnx
+
+    if args.opset < 17:
+        raise UsageError(f"--opset must be at least 17, got {args.opset}")
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    report = export_onnx(args.checkpoint, out, opset=args.opset, atol=args.atol)
+    print(report.summary())
+    if args.int8:
+        clips = _load_clips(args.calibration, args.trust_pickle, args.split) if args.calibration else None
+        int8_out = out.with_name(out.stem + "_int8.onnx")
+        summary = export_int8(out, int8_out, clips)
+        print(f"wrote {int8_out}: calibrated on {summary['calibration_volumes']} volumes; on held-out volumes "
+              f"max |int8 - fp32| / max |fp32| = {summary['max_rel_logit_error']:.3f}, "
+              f"same top-1 in {100 * summary['argmax_agreement']:.0f}%")
+    return 0
 
 
 def cmd_import_checkpoint(args) -> int:

@@ -160,3 +160,21 @@ def test_pose_command_on_real_footage(tmp_path, capsys):
         assert seen.sum() >= 10
     capture = cv2.VideoCapture(str(overlay))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+
+
+def test_export_command_writes_verified_fp32_and_int8(tmp_path, capsys):
+    import onnx
+
+    from posestream.engines.action import make_engine
+    from posestream.train.checkpoints import ModelCard, save_checkpoint
+    from posestream.train.models import build_model
+
+    ckpt = tmp_path / "m.pth"
+    save_checkpoint(ckpt, ModelCard(arch="x3d_s", num_classes=3, clip_len=8, size=32),
+                    build_model("x3d_s", num_classes=3).state_dict())
+    assert main(["export", str(ckpt), "--format", "onnx", "--int8"]) == 0
+    fp32, int8 = tmp_path / "m.onnx", tmp_path / "m_int8.onnx"
+    assert onnx.load(str(fp32)).graph.input[0].name == "volume"
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8)).graph.node)
+    engine = make_engine("onnx", fp32)
+    assert engine.predict(np.random.rand(2, 17, 8, 32, 32).astype(np.float32)).shape == (2, 3)
