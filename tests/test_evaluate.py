@@ -258,7 +258,7 @@ def test_evaluate_writes_scores_json_and_the_robustness_table(setup, tmp_path):
                       out_dir=tmp_path, progress=False)
     assert (result["split"], result["num_clips"], result["flip"], result["videos"]) == ("val", 2, True, 2)
     scores = np.load(tmp_path / "scores.npy")
-    assert scores.shape == (2, 5) and scores.dtype == np.float32
+    assert scores.shape == (2, cfg.num_classes) and scores.dtype == np.float32
     np.testing.assert_allclose(scores.sum(1), 1, rtol=1e-5)  # averaged probabilities
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["frame_dirs"] == ["v2_p0", "v2_p1"] and meta["labels"] == [0, 1]
@@ -274,7 +274,7 @@ def test_evaluate_writes_scores_json_and_the_robustness_table(setup, tmp_path):
 
 def test_a_checkpoint_that_does_not_fit_the_config_is_refused(setup, tmp_path):
     root, cfg, model = setup
-    card = ModelCard(arch="x3d_s", num_classes=5, heatmap="limbs", limbs="pyskl_released")
+    card = ModelCard(arch="x3d_s", num_classes=cfg.num_classes, heatmap="limbs", limbs="pyskl_released")
     save_checkpoint(tmp_path / "limb.pth", card, model.state_dict())
     with pytest.raises(ValueError, match="heatmap='limbs' but .* has heatmap='joints'"):
         evaluate(cfg, tmp_path / "limb.pth", out_dir=tmp_path / "out", progress=False)
