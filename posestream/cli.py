@@ -200,10 +200,7 @@ def cmd_synth(args) -> int:
 def cmd_show_clip(args) -> int:
     from posestream.train.data.show import render_clip_animation
 
-    clips = _load_clips(args.clips, args.trust_pickle)
-    if not 0 <= args.index < len(clips):
-        raise UsageError(f"{args.clips}: --index {args.index} is out of range (0..{len(clips) - 1})")
-    clip = clips[args.index]
+    clip = _pick_clip(args.clips, args.index, args.trust_pickle)
     path = render_clip_animation(clip, args.out, fps=args.fps, size=args.size)
     print(f"wrote {path}: {clip['frame_dir']!r}, {clip['total_frames']} frames")
     return 0
@@ -348,10 +345,7 @@ def cmd_show_volume(args) -> int:
     from posestream.engines.raster import rasterize
     from posestream.train.transforms import val_pipeline
 
-    clips = _load_clips(args.clips, args.trust_pickle)
-    if not 0 <= args.index < len(clips):
-        raise UsageError(f"{args.clips}: --index {args.index} is out of range (0..{len(clips) - 1})")
-    clip = clips[args.index]
+    clip = _pick_clip(args.clips, args.index, args.trust_pickle)
     # Sample, crop and resize once; draw the limbs from the same grid keypoints as the joints.
     grid = val_pipeline(clip_len=args.clip_len, size=args.size)(clip)
     rows = [("joints", grid["imgs"][0])]
@@ -362,6 +356,13 @@ def cmd_show_volume(args) -> int:
     atomic_write(Path(args.out), lambda f: image.save(f, format="PNG"))
     print(f"wrote {args.out}: {clip['frame_dir']!r}, {image.width}x{image.height}")
     return 0
+
+
+def _pick_clip(path: str, index: int, trusted: bool) -> dict:
+    clips = _load_clips(path, trusted)
+    if not 0 <= index < len(clips):
+        raise UsageError(f"{path}: --index {index} is out of range (0..{len(clips) - 1})")
+    return clips[index]
 
 
 def _load_clips(path: str, trusted: bool, split: str | None = None) -> list[dict]:

@@ -36,14 +36,7 @@ from posestream.train.evaluate import (
 )
 from posestream.train.trainer import ClipDataset, run_train
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tensors are tiny, and two OpenMP threads stall badly when another
-    process holds one of the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------

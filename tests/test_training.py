@@ -29,14 +29,7 @@ from posestream.train.data.clips import save_dataset
 from posestream.train.data.sample import waving_and_walking_clip
 from posestream.train.trainer import ClipDataset, EpochSampler, load_training_state, lr_at, train
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tensors are tiny, and two OpenMP threads stall badly when another
-    process holds one of the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SPLIT_PAIRS = [("xsub_train", "xsub_val"), ("xview_train", "xview_val"), ("xset_train", "xset_val"),
