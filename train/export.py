@@ -350,8 +350,8 @@ def sample_calibration_volumes(card=None, count: int = 16, seed: int = 0, **geom
 def export_int8(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, clips: Iterable[dict] | None = None, *,
                 count: int = 128, seed: int = 0, per_channel: bool = True, reduce_range: bool = True) -> dict:
     """Quantize a posestream ONNX file to int8, calibrated on volumes rendered (at the card's
-    geometry) from ``clips`` (skeleton clip dicts, e.g. from the training split) or, without
-    clips, from ``count`` sample clips. Returns a summary with the int8-vs-fp32 logit drift on
+    geometry) from ``clips`` (skeleton clip dicts, e.g. from the training split; ``count`` of
+    them drawn at random when there are more) or, without clips, from ``count`` sample clips. Returns a summary with the int8-vs-fp32 logit drift on
     held-out volumes (``max_rel_logit_error``: max |int8 - fp32| / max |fp32|; and the arg-max
     agreement)."""
     from posestream.engines.action import OnnxEngine
@@ -360,7 +360,15 @@ def export_int8(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, clips: 
     fp32 = OnnxEngine(onnx_in, device="cpu")
     if fp32.card is None:
         raise ExportError(f"{os.fspath(onnx_in)}: no posestream model card in the metadata; export it with export_onnx")
-    clips = list(clips) if clips is not None else sample_clips(count, seed)
+    if clips is None:
+        clips = sample_clips(count, seed)
+    else:
+        clips = list(clips)
+        if not clips:
+            raise ExportError("no calibration clips")
+        if len(clips) > count:   # a whole training split would take long and add little to the ranges
+            picks = np.random.default_rng(seed).choice(len(clips), count, replace=False)
+            clips = [clips[i] for i in sorted(picks)]
     volumes = render_volumes(clips, fp32.card)
     held_out = sample_calibration_volumes(fp32.card, count=6, seed=seed + 1)
     quantize_int8(onnx_in, onnx_out, volumes, per_channel=per_channel, reduce_range=reduce_range)
