@@ -51,3 +51,34 @@ def volume_grid(rows: list[tuple[str, np.ndarray]], frames: int = 8, scale: int 
             canvas.paste(Image.fromarray(tile[i]), (x, y + title_h))
         y += tile.shape[1] + title_h + gap
     return canvas
+
+
+# Limb colours by body side (BGR): the person's left cyan, right magenta, centre yellow.
+SIDE_COLORS = {"left": (255, 255, 0), "right": (255, 0, 255), "centre": (0, 255, 255)}
+
+
+def draw_skeleton(frame_bgr: np.ndarray, keypoints: np.ndarray, *, min_score: float = 0.3, thickness: int = 2,
+                  limb_color: tuple[int, int, int] | None = None, joint_color: tuple[int, int, int] = (0, 0, 255),
+                  joint_radius: int | None = None) -> np.ndarray:
+    """Draw one COCO-17 skeleton (``keypoints [17, 3]`` = x, y, score in pixels) on a BGR frame,
+    in place: the limbs whose two keypoints reach ``min_score`` (in ``limb_color``, or coloured
+    by body side when None) and those keypoints as dots."""
+    import cv2
+
+    from posestream.skeleton import LEFT_KEYPOINTS, PYSKL_DEFAULT_LIMBS, RIGHT_KEYPOINTS
+
+    visible = keypoints[:, 2] >= min_score
+    points = np.round(keypoints[:, :2]).astype(int)
+    for a, b in PYSKL_DEFAULT_LIMBS.pairs:
+        if not (visible[a] and visible[b]):
+            continue
+        color = limb_color
+        if color is None:
+            side = ("left" if a in LEFT_KEYPOINTS and b in LEFT_KEYPOINTS else
+                    "right" if a in RIGHT_KEYPOINTS and b in RIGHT_KEYPOINTS else "centre")
+            color = SIDE_COLORS[side]
+        cv2.line(frame_bgr, tuple(points[a]), tuple(points[b]), color, thickness, cv2.LINE_AA)
+    radius = max(1, thickness) if joint_radius is None else joint_radius
+    for point in points[visible]:
+        cv2.circle(frame_bgr, tuple(point), radius, joint_color, -1, cv2.LINE_AA)
+    return frame_bgr

@@ -871,12 +871,10 @@ def draw_people(frame_bgr: np.ndarray, people: Sequence[PersonPose], min_score: 
     """A copy of the frame with each person's box (colour by keypoint source: green BlazePose,
     orange MoveNet fallback), score and skeleton (limbs whose two keypoints reach ``min_score``;
     the person's left side in cyan, right side in magenta)."""
-    from posestream.skeleton import PYSKL_DEFAULT_LIMBS
+    from posestream.engines.draw import draw_skeleton
 
     cv2 = _cv2()
     img = np.ascontiguousarray(frame_bgr).copy()
-    left = {1, 3, 5, 7, 9, 11, 13, 15}
-    right = {2, 4, 6, 8, 10, 12, 14, 16}
     for p in people:
         color = SOURCE_COLORS.get(p.source, (255, 255, 255))
         x1, y1, x2, y2 = (int(round(float(v))) for v in p.box[:4])
@@ -885,15 +883,7 @@ def draw_people(frame_bgr: np.ndarray, people: Sequence[PersonPose], min_score: 
         if np.isfinite(p.presence):
             label += f" p{p.presence:.2f}"
         cv2.putText(img, label, (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
-        kp = p.keypoints
-        for a, b in PYSKL_DEFAULT_LIMBS.pairs:
-            if kp[a, 2] < min_score or kp[b, 2] < min_score:
-                continue
-            c = (255, 255, 0) if a in left and b in left else (255, 0, 255) if a in right and b in right else (0, 255, 255)
-            cv2.line(img, (int(kp[a, 0]), int(kp[a, 1])), (int(kp[b, 0]), int(kp[b, 1])), c, thickness, cv2.LINE_AA)
-        for k in range(NUM_KEYPOINTS):
-            if kp[k, 2] >= min_score:
-                cv2.circle(img, (int(kp[k, 0]), int(kp[k, 1])), max(1, thickness), (0, 0, 255), -1, cv2.LINE_AA)
+        draw_skeleton(img, p.keypoints, min_score=min_score, thickness=thickness)
     return img
 
 

@@ -47,8 +47,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from posestream.engines.draw import draw_skeleton
 from posestream.realtime.tracker import CONFIRMED, LOST, ByteTracker, Track
-from posestream.skeleton import NUM_KEYPOINTS, PYSKL_DEFAULT_LIMBS
+from posestream.skeleton import NUM_KEYPOINTS
 
 __all__ = [
     "VideoError",
@@ -112,16 +113,9 @@ def draw_tracks(frame: np.ndarray, tracks: Iterable[Track], *,
         cv2.rectangle(frame, (x1, y1), (x2, y2), color, thick if t.state == CONFIRMED else 1)
         cv2.putText(frame, f"#{t.track_id}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.4 * thick, color, thick, cv2.LINE_AA)
-        kp = t.keypoints
-        if kp is None:
-            continue
-        visible = kp[:, 2] >= keypoint_thresh
-        pts = np.round(kp[:, :2]).astype(int)
-        for a, b in PYSKL_DEFAULT_LIMBS.pairs:
-            if a < len(kp) and b < len(kp) and visible[a] and visible[b]:
-                cv2.line(frame, tuple(pts[a]), tuple(pts[b]), color, thick, cv2.LINE_AA)
-        for p in pts[visible]:
-            cv2.circle(frame, tuple(p), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
+        if t.keypoints is not None:
+            draw_skeleton(frame, t.keypoints, min_score=keypoint_thresh, thickness=thick, limb_color=color,
+                          joint_color=(255, 255, 255), joint_radius=thick + 1)
     return frame
 
 
