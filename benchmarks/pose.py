@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import statistics
+import time
 import sys
 from pathlib import Path
 
@@ -81,6 +82,28 @@ def tile(images: list[np.ndarray], height: int = 432) -> np.ndarray:
     return canvas
 
 
+def track_timing(video: Path, count: int) -> dict:
+    """The tracker's own latency on real detections: the default front end on ``count``
+    consecutive frames, then ``ByteTracker.update`` timed frame by frame."""
+    from posestream.realtime.tracker import ByteTracker
+
+    est = make_pose_estimator("default")
+    frames = read_frames(video, list(range(count)))
+    detections = [est(frames[i]) for i in range(count)]
+    tracker = ByteTracker(fps=10.0, **est.tracker_thresholds())
+    times, ids = [], set()
+    for i, people in enumerate(detections):
+        start = time.perf_counter()
+        tracks = tracker.update(people, frame_index=i)
+        times.append((time.perf_counter() - start) * 1e3)
+        ids.update(t.track_id for t in tracks if t.state == "confirmed")
+    row = {"frames": count, "tracker_ms": [pct(times, 50), pct(times, 95)],
+           "people_per_frame": statistics.mean(len(d) for d in detections), "confirmed_ids": len(ids)}
+    print(f"tracker on frames 0-{count - 1}: p50 {row['tracker_ms'][0]:.2f} ms, p95 {row['tracker_ms'][1]:.2f} ms "
+          f"per frame ({row['people_per_frame']:.1f} people a frame, {len(ids)} confirmed track ids)")
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--media", default=str(REPO / "tests" / ".media"))
@@ -89,6 +112,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=60, help="timed frames, spread over the video")
     ap.add_argument("--overlay", help="write <stem>-<preset>.png overlays")
     ap.add_argument("--json", help="write the results as JSON")
+    ap.add_argument("--track-frames", type=int, default=100,
+                    help="consecutive frames from the start for the tracker timing (0: skip)")
     args = ap.parse_args()
 
     import cv2
@@ -152,8 +177,10 @@ def main() -> None:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(dest), tile(images))
                 print(f"  overlay: {dest}", flush=True)
+    tracking = track_timing(video, args.track_frames) if args.track_frames else None
     if args.json:
-        Path(args.json).write_text(json.dumps({"video": str(video), "timed_frames": timed_idx, "results": results},
+        Path(args.json).write_text(json.dumps({"video": str(video), "timed_frames": timed_idx, "results": results,
+                                               "tracking": tracking},
                                               indent=2))
 
 
