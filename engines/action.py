@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+from posestream.errors import first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -110,7 +111,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         model = onnx.load(os.fspath(path), load_external_data=False)
     except Exception as exc:  # DecodeError and friends
-        raise EngineError(f"{os.fspath(path)}: not an ONNX model ({_first_line(exc)})") from None
+        raise EngineError(f"{os.fspath(path)}: not an ONNX model ({first_line(exc)})") from None
     return {p.key: p.value for p in model.metadata_props}
 
 
@@ -291,12 +292,12 @@ class OnnxEngine(ActionEngine):
             session = ort.InferenceSession(source, options, providers=providers)
         except Exception as exc:
             if providers[0] != "CUDAExecutionProvider":
-                raise EngineError(f"{source}: not a loadable ONNX model ({_first_line(exc)})") from None
-            log.warning("%s: CUDA session failed (%s); running on the CPU", source, _first_line(exc))
+                raise EngineError(f"{source}: not a loadable ONNX model ({first_line(exc)})") from None
+            log.warning("%s: CUDA session failed (%s); running on the CPU", source, first_line(exc))
             try:
                 session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
             except Exception as exc2:
-                raise EngineError(f"{source}: not a loadable ONNX model ({_first_line(exc2)})") from None
+                raise EngineError(f"{source}: not a loadable ONNX model ({first_line(exc2)})") from None
         active = session.get_providers()
         if providers[0] == "CUDAExecutionProvider" and active[0] != "CUDAExecutionProvider":
             log.warning("%s: ONNX Runtime did not start CUDA (active: %s); running on the CPU", source, ", ".join(active))
@@ -463,11 +464,6 @@ def _torch_num_classes(model) -> int:
     if fc is None or not hasattr(fc, "out_features"):
         raise EngineError("cannot tell the number of classes of this module; pass its ModelCard")
     return int(fc.out_features)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 __all__ = [

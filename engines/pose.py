@@ -57,6 +57,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from posestream.errors import first_line
 from posestream.skeleton import NUM_KEYPOINTS
 
 log = logging.getLogger(__name__)
@@ -357,7 +358,7 @@ def ort_session(path: str | os.PathLike, threads: int = 1, what: str = "model"):
     try:
         return ort.InferenceSession(os.fspath(p), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise PoseError(f"{os.fspath(path)}: cannot load {what}: {_first_line(exc)}") from None
+        raise PoseError(f"{os.fspath(path)}: cannot load {what}: {first_line(exc)}") from None
 
 
 def shipped_model(name: str) -> Path:
@@ -375,11 +376,6 @@ def _cv2():
     except ImportError:  # pragma: no cover - a dependency
         raise PoseError("OpenCV is needed for the pose front end: pip install 'opencv-python-headless<5'") from None
     return cv2
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -829,7 +825,7 @@ class MMPoseTopDown(PoseEstimator):
             from mmpose.apis import MMPoseInferencer
         except ImportError as exc:
             raise PoseError("the mmpose front end needs MMPose: pip install -U openmim && mim install mmengine "
-                            f"'mmcv>=2' 'mmdet>=3' mmpose ({_first_line(exc)}); or export RTMDet/RTMPose to ONNX "
+                            f"'mmcv>=2' 'mmdet>=3' mmpose ({first_line(exc)}); or export RTMDet/RTMPose to ONNX "
                             "with MMDeploy and use the rtm front end") from None
         self.inferencer = MMPoseInferencer(pose2d=pose2d, pose2d_weights=pose2d_weights, det_model=det_model,
                                            det_weights=det_weights, device=device, **kwargs)

@@ -41,6 +41,7 @@ from typing import Iterable
 
 import numpy as np
 
+from posestream.errors import first_line
 from posestream.engines.action import (
     META_PRECISION,
     META_QUANTIZATION,
@@ -120,7 +121,7 @@ def quantize_int8(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike,
     try:
         model = onnx.load(source)
     except Exception as exc:
-        raise EngineError(f"{source}: not an ONNX model ({_first_line(exc)})") from None
+        raise EngineError(f"{source}: not an ONNX model ({first_line(exc)})") from None
     if len(model.graph.input) != 1:
         raise EngineError(f"{source}: quantize_int8 handles single-input models, this one has "
                           f"{len(model.graph.input)} inputs")
@@ -162,7 +163,7 @@ def quantize_int8(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike,
                                     extra_options={"CalibPercentile": float(percentile),
                                                    "CalibStridedMinMax": _chunk(len(reader))})
             except Exception as exc:
-                raise EngineError(f"{source}: int8 quantization failed ({_first_line(exc)})") from None
+                raise EngineError(f"{source}: int8 quantization failed ({first_line(exc)})") from None
             quantized = onnx.load(raw)
     finally:
         root.removeFilter(hint)
@@ -187,11 +188,6 @@ def _stack(volumes) -> np.ndarray:
             raise EngineError("no calibration volumes")
         arr = np.concatenate([p if p.ndim == 5 else p[None] for p in parts])
     return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 __all__ = ["quantize_int8"]

@@ -40,6 +40,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from posestream.errors import first_line
 from posestream.engines.action import card_metadata
 from posestream.files import atomic_write
 
@@ -161,7 +162,7 @@ def export_model(model: torch.nn.Module, out_path: str | os.PathLike,
                 probe = model(*[x.clone() for x in example])
         except (RuntimeError, ValueError) as exc:
             raise ExportError(f"{getattr(model, 'name', type(model).__name__)} does not take inputs of shape "
-                              f"{[list(x.shape) for x in example]}: {_first_line(exc)}") from None
+                              f"{[list(x.shape) for x in example]}: {first_line(exc)}") from None
         n_out = len(probe) if isinstance(probe, (tuple, list)) else 1
         output_names = list(output_names or (["logits"] if n_out == 1 else ["rgb_logits", "pose_logits"]
                                              if n_out == 2 else [f"output{i}" for i in range(n_out)]))
@@ -217,7 +218,7 @@ def _to_onnx(model: torch.nn.Module, example: tuple[torch.Tensor, ...], *, opset
                                         optimize=True, report=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx could not export {getattr(model, 'name', type(model).__name__)}: "
-                          f"{_first_line(exc)}") from None
+                          f"{first_line(exc)}") from None
     finally:
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
@@ -244,14 +245,14 @@ def _verify(model, data: bytes, shapes, input_names, report: ExportReport, *, sa
     try:
         onnx.checker.check_model(onnx.load_from_string(data))
     except Exception as exc:
-        raise ExportVerificationError(f"{dest}: the exported model is not valid ONNX ({_first_line(exc)}); "
+        raise ExportVerificationError(f"{dest}: the exported model is not valid ONNX ({first_line(exc)}); "
                                       "nothing written") from None
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ExportVerificationError(f"{dest}: ONNX Runtime cannot load the export ({_first_line(exc)}); "
+        raise ExportVerificationError(f"{dest}: ONNX Runtime cannot load the export ({first_line(exc)}); "
                                       "nothing written") from None
     if report.batch_dynamic:
         batches = [1] if samples == 1 else [1, samples - 1]
@@ -377,11 +378,6 @@ def export_int8(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, clips: 
     return {"path": os.fspath(onnx_out), "calibration_volumes": len(volumes),
             "max_rel_logit_error": float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12)),
             "argmax_agreement": float((got.argmax(1) == ref.argmax(1)).mean())}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 __all__ = ["ExportError", "ExportVerificationError", "ExportReport", "export_onnx", "export_model",
