@@ -34,6 +34,14 @@ from typing import Any, Union
 
 import numpy as np
 
+from posestream.engines.crop import (
+    compact_box,
+    crop_keypoints,
+    rescale_size,
+    resize_factor,
+    uniform_clip_indices,
+    uniform_sample_indices,
+)
 from posestream.engines.raster import rasterize
 from posestream.skeleton import (
     LEFT_KEYPOINTS,
@@ -130,33 +138,6 @@ class UniformSampleFrames:
         self.p_interval = (low, high)
         self.rng = _make_rng(rng)
 
-    def _indices(self, num_frames: int, rand: Callable, randint: Callable, choice: Callable) -> np.ndarray:
-        """The indices of all clips, before the modulo. ``rand()`` is a uniform float in
-        [0, 1), ``randint(high)`` an integer (or an array of them) in [0, high), ``choice(n, k)``
-        k distinct integers from [0, n). The draws are made in PYSKL's order."""
-        clip_len, low, high = self.clip_len, *self.p_interval
-        clips = []
-        for i in range(self.num_clips):
-            ratio = rand() * (high - low) + low
-            # PYSKL would fail on an empty interval (randint(0)); keep at least one frame.
-            n = max(int(ratio * num_frames), 1)
-            offset = randint(num_frames - n + 1)
-            if n < clip_len:
-                if self.test_mode:
-                    start = i if n < self.num_clips else i * n // self.num_clips
-                else:
-                    start = randint(n)
-                inds = np.arange(start, start + clip_len)
-            elif n < 2 * clip_len:
-                gaps = np.zeros(clip_len + 1, dtype=np.int64)
-                gaps[choice(clip_len + 1, n - clip_len)] = 1
-                inds = np.arange(clip_len) + np.cumsum(gaps)[:-1]
-            else:
-                bounds = np.arange(clip_len + 1) * n // clip_len
-                inds = bounds[:-1] + randint(np.diff(bounds))
-            clips.append(inds + offset)
-        return np.concatenate(clips)
-
     def __call__(self, results: Results) -> Results:
         results = dict(results)
         total = int(_require(results, "total_frames", "UniformSampleFrames"))
@@ -167,17 +148,14 @@ class UniformSampleFrames:
             raise ValueError(f"UniformSampleFrames: clip {_clip_name(results)} has total_frames={total} "
                              f"but keypoint has {np.shape(keypoint)[1]} frames")
         if self.test_mode:
-            state = np.random.RandomState(self.seed)
-            inds = self._indices(total, state.rand, state.randint,
-                                 lambda n, k: state.choice(n, k, replace=False))
+            inds = uniform_sample_indices(total, self.clip_len, self.num_clips, self.seed, self.p_interval)
+            results["frame_inds"] = inds.copy()  # the cached array is shared and read-only
         else:
             rng = self.rng
-            inds = self._indices(total, rng.random, rng.integers,
-                                 lambda n, k: rng.choice(n, k, replace=False))
-        # PYSKL then replaces these integer indices by float ones away from frames where the
-        # person count changes ("transitional" frames) and truncates them back to int: a
-        # no-op on integer indices, so it is left out. PYSKL's start_index is 0 for poses.
-        results["frame_inds"] = np.mod(inds, total).astype(np.int64)
+            inds = uniform_clip_indices(total, self.clip_len, self.num_clips, test_mode=False,
+                                        p_interval=self.p_interval, rand=rng.random, randint=rng.integers,
+                                        choice=lambda n, k: rng.choice(n, k, replace=False))
+            results["frame_inds"] = np.mod(inds, total).astype(np.int64)
         results["clip_len"] = self.clip_len
         results["num_clips"] = self.num_clips
         return results
@@ -243,36 +221,13 @@ class PoseCompact:
     def __call__(self, results: Results) -> Results:
         results = dict(results)
         h, w = _img_shape(results, "PoseCompact")
-        kp = np.array(_require(results, "keypoint", "PoseCompact"), copy=True)
-        kp[np.isnan(kp)] = 0
-        results["keypoint"] = kp
-        kp_x, kp_y = kp[..., 0], kp[..., 1]  # views into our own copy
-        has_x, has_y = kp_x != 0, kp_y != 0
-        if not has_x.any() or not has_y.any():
+        kp = np.asarray(_require(results, "keypoint", "PoseCompact"))
+        box = compact_box(kp, self.padding, self.threshold, self.hw_ratio, self.allow_imgpad, (h, w))
+        if box is None:  # nothing to crop to: the frame stays, NaN coordinates become 0
+            results["keypoint"] = np.where(np.isnan(kp), 0, kp)
             return results
-        # The box arithmetic runs in float64 on the float32 extremes (as PYSKL did under
-        # numpy 1.x, where float32 scalars promote to float64 against Python floats).
-        min_x, max_x = float(kp_x[has_x].min()), float(kp_x[has_x].max())
-        min_y, max_y = float(kp_y[has_y].min()), float(kp_y[has_y].max())
-        if max_x - min_x < self.threshold or max_y - min_y < self.threshold:
-            return results
-
-        center_x, center_y = (max_x + min_x) / 2, (max_y + min_y) / 2
-        half_w = (max_x - min_x) / 2 * (1 + self.padding)
-        half_h = (max_y - min_y) / 2 * (1 + self.padding)
-        if self.hw_ratio is not None:
-            half_h = max(self.hw_ratio[0] * half_w, half_h)
-            half_w = max(1 / self.hw_ratio[1] * half_h, half_w)
-        min_x, max_x = center_x - half_w, center_x + half_w
-        min_y, max_y = center_y - half_h, center_y + half_h
-        if self.allow_imgpad:
-            min_x, min_y, max_x, max_y = int(min_x), int(min_y), int(max_x), int(max_y)
-        else:
-            min_x, min_y = int(max(0, min_x)), int(max(0, min_y))
-            max_x, max_y = int(min(w, max_x)), int(min(h, max_y))
-
-        kp_x[has_x] -= min_x
-        kp_y[has_y] -= min_y
+        min_x, min_y, max_x, max_y = box
+        results["keypoint"] = crop_keypoints(kp, box)
         results["img_shape"] = (max_y - min_y, max_x - min_x)
         crop = (min_x / w, min_y / h, (max_x - min_x) / w, (max_y - min_y) / h)
         results["crop_quadruple"] = _combine_quadruple(results.get("crop_quadruple", (0.0, 0.0, 1.0, 1.0)), crop)
@@ -281,18 +236,6 @@ class PoseCompact:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(padding={self.padding}, threshold={self.threshold}, "
                 f"hw_ratio={self.hw_ratio}, allow_imgpad={self.allow_imgpad})")
-
-
-def rescale_size(size: tuple[int, int], scale: float | tuple[float, float]) -> tuple[int, int]:
-    """The (w, h) an image of ``size`` (w, h) gets when rescaled with its aspect ratio kept, as
-    ``mmcv.rescale_size``: ``scale`` is a factor, or a (long, short) bound (either order) and
-    the largest factor that fits both edges is used. Sizes round half up."""
-    w, h = size
-    if isinstance(scale, numbers.Real):
-        factor = float(scale)
-    else:
-        factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
-    return int(w * factor + 0.5), int(h * factor + 0.5)
 
 
 class Resize:
@@ -332,7 +275,7 @@ class Resize:
             new_w, new_h = rescale_size((img_w, img_h), self.scale)
         else:
             new_w, new_h = int(self.scale[0]), int(self.scale[1])
-        factor = np.array([new_w / img_w, new_h / img_h], dtype=np.float32)
+        factor = resize_factor((img_h, img_w), (new_h, new_w))
         results["img_shape"] = (new_h, new_w)
         results["keep_ratio"] = self.keep_ratio
         results["scale_factor"] = np.asarray(results.get("scale_factor", np.ones(2, np.float32))) * factor
