@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -20,6 +21,10 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenCV and FFmpeg print their own warnings (e.g. "moov atom not found") to stderr from C;
+    # posestream reports every such failure itself as one line. Set these to see them again.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -150,7 +155,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=4, help="pixel enlargement (default 4)")
     _add_volume_options(p, limbs_help="also draw the limb volume in this limb order")
     p.set_defaults(run=cmd_show_volume)
+    p = commands.add_parser("run", help="watch cameras, video files, RTSP/HTTP streams or image folders: "
+                            "pose, track, classify actions, raise fall events")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="camera index or /dev/videoN, video file, rtsp://..., http(s)://..., or a folder of images")
+    _add_run_options(p)
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(run=cmd_run)
+
+    p = commands.add_parser("demo", help="the webcam if there is one, else the sample video (vtest.avi from "
+                            "Debian's opencv-doc): an annotated video and events")
+    p.add_argument("--source", help="use this source instead of looking for a webcam / the sample video")
+    p.add_argument("--out", default="demo.mp4", help="annotated video to write (default demo.mp4)")
+    p.add_argument("--max-frames", type=int, default=300,
+                   help="frames of the sample video to process (default 300; 0 for all)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (webcam default 30)")
+    p.add_argument("--model", help="action model: a posestream checkpoint or ONNX file (default: the shipped one)")
+    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8"], help="action engine")
+    p.add_argument("--show", action="store_true", help="also show a live window (needs an OpenCV build with GUI)")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve status, MJPEG preview and /metrics here")
+    p.set_defaults(run=cmd_demo)
+
+    p = commands.add_parser("bench", help="per-stage latency and throughput of the realtime pipeline with 1, 2, 4 "
+                            "streams (table + JSON)")
+    p.add_argument("--video", help="video to read (default: the sample video vtest.avi)")
+    p.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4], help="stream counts (default 1 2 4)")
+    p.add_argument("--frames", type=int, default=150, help="frames per stream per run (default 150)")
+    p.add_argument("--preset", choices=["surveillance", "webcam"], default="surveillance",
+                   help="surveillance: default pose front end, every person; webcam: the fast front end, "
+                        "landmarks for one person")
+    p.add_argument("--config", help="run settings (.toml or .json) applied before --preset")
+    p.add_argument("--model", help="action model (default: the shipped one)")
+    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8"], help="action engine")
+    p.add_argument("--json", default="bench.json", help="report to write (default bench.json)")
+    p.set_defaults(run=cmd_bench)
     return parser
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="run settings file (.toml or .json; see posestream.realtime.config)")
+    p.add_argument("--model", help="action model: a posestream checkpoint or ONNX file (default: the shipped one)")
+    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "tensorrt"],
+                   help="action engine (default auto)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where the action engine runs (default cpu)")
+    p.add_argument("--pose", choices=["default", "webcam", "surveillance"], help="pose front end preset")
+    p.add_argument("--mode", choices=["track", "scene"], help="one window per person (track) or per stream (scene)")
+    p.add_argument("--out", dest="video_out", help="annotated video to write (.mp4; several streams: one file each)")
+    p.add_argument("--events", dest="events_out",
+                   help="events as JSON lines to this file ('-' for stdout, the default)")
+    p.add_argument("--webhook", help="POST each event as JSON to this URL")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve status, MJPEG preview and /metrics here "
+                   "(127.0.0.1 unless you also give --token)")
+    p.add_argument("--token", help="bearer token the HTTP server requires")
+    p.add_argument("--show", action="store_true", default=None, help="also show a live window")
+    p.add_argument("--pace", choices=["realtime", "fast"], help="video files at their own rate (default) or as fast "
+                   "as processed")
+    p.add_argument("--loop", action="store_true", default=None, help="loop video files and image folders")
+    p.add_argument("--max-frames", type=int, help="stop each source after this many frames")
 
 
 def _add_volume_options(p: argparse.ArgumentParser, limbs_help: str | None = None) -> None:
@@ -378,3 +439,108 @@ def _file_name(frame_dir: str) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _run_config(args, **overrides):
+    from posestream.realtime.config import load_run_config
+
+    config = load_run_config(getattr(args, "config", None))
+    options = {k: getattr(args, k, None) for k in ("model", "engine", "device", "pose", "mode", "video_out",
+                                                   "events_out", "webhook", "http", "token", "show", "pace",
+                                                   "loop", "max_frames")}
+    return config.replace(**options).replace(**overrides)
+
+
+def _print_run_summary(status: dict, out=sys.stderr) -> None:
+    for s in status["streams"]:
+        src = s["source"]
+        print(f"{s['stream']}: {s['frames_processed']} frames processed, {src.get('frames_dropped', 0)} dropped "
+              f"by the reader, {s['frames_skipped']} skipped by pose, {src.get('reconnects', 0)} reconnects, "
+              f"{s['windows_submitted']} windows, health {src.get('health')}"
+              + (f", last error: {s['last_error']}" if s.get("last_error") else ""), file=out)
+    for stream, tracks in status.get("labels", {}).items():
+        for key, counts in tracks.items():
+            top = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+            print(f"{stream} track {key}: {top}", file=out)
+    print(f"{len(status['events'])} event(s)", file=out)
+    for path in (status.get("video_out") or {}).values():
+        print(f"wrote {path}", file=out)
+
+
+def _engine_kind(args) -> None:
+    if getattr(args, "engine", None) == "tensorrt":
+        raise UsageError("--engine tensorrt: the TensorRT engine is not built yet (see README, not done yet); "
+                         "use auto, torch or onnx")
+
+
+def cmd_run(args) -> int:
+    from posestream.realtime.app import run_realtime
+    from posestream.realtime.sources import parse_source, probe_source
+
+    _engine_kind(args)
+    config = _run_config(args)
+    specs = [parse_source(s) for s in args.sources]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):  # two files with one stem, two cameras...: number them
+        specs = [type(s)(s.kind, s.uri, f"{s.name}_{i}") for i, s in enumerate(specs)]
+    for spec in specs:
+        probe_source(spec)
+    status = run_realtime(specs, config, duration_s=args.duration)
+    _print_run_summary(status)
+    return 130 if status["interrupted"] else 0
+
+
+def cmd_demo(args) -> int:
+    from posestream.realtime.app import find_camera, find_sample_video, run_realtime
+    from posestream.realtime.sources import parse_source, probe_source
+
+    duration = args.duration
+    if args.source:
+        spec = parse_source(args.source)
+    else:
+        camera = find_camera()
+        if camera is not None:
+            print(f"demo: webcam {camera}", file=sys.stderr)
+            spec = parse_source(camera)
+            duration = duration or 30.0
+        else:
+            video = find_sample_video()
+            if video is None:
+                raise UsageError("no webcam and no sample video: run `sh tests/get_media.sh` in the posestream "
+                                 "checkout (unpacks vtest.avi from Debian's opencv-doc), or install opencv-doc, "
+                                 "or pass --source VIDEO")
+            print(f"demo: no webcam; sample video {video} (Debian opencv-doc's vtest.avi)", file=sys.stderr)
+            spec = parse_source(str(video))
+    probe_source(spec)
+    live = spec.kind in ("camera", "rtsp", "http")
+    from posestream.realtime.config import RunConfig
+
+    config = RunConfig().replace(video_out=args.out, events_out="-", model=args.model, engine=args.engine,
+                                 show=args.show or None, http=args.http,
+                                 pace="realtime" if live else "fast",
+                                 max_frames=None if live or not args.max_frames else args.max_frames)
+    status = run_realtime([spec], config, duration_s=duration)
+    _print_run_summary(status)
+    return 130 if status["interrupted"] else 0
+
+
+def cmd_bench(args) -> int:
+    from posestream.realtime.app import find_sample_video
+    from posestream.realtime.bench import format_table, run_bench
+    from posestream.realtime.config import PRESET_SETTINGS, load_run_config
+
+    video = args.video or find_sample_video()
+    if video is None:
+        raise UsageError("no sample video: run `sh tests/get_media.sh` (vtest.avi from Debian's opencv-doc) "
+                         "or pass --video")
+    if any(n < 1 for n in args.streams):
+        raise UsageError("--streams: counts must be >= 1")
+    if args.frames < 1:
+        raise UsageError("--frames must be >= 1")
+    config = load_run_config(args.config).replace(**PRESET_SETTINGS[args.preset]).replace(
+        model=args.model, engine=args.engine)
+    report = run_bench(str(video), args.streams, args.frames, config, json_out=args.json,
+                       extra={"preset": args.preset})
+    print(format_table(report))
+    print(f"wrote {args.json}")
+    return 0

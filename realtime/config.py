@@ -1,0 +1,140 @@
+"""Settings of a realtime run: one dataclass, loadable from a TOML or JSON file.
+
+``posestream run SOURCE ... --config run.toml`` reads a file like::
+
+    pose = "surveillance"        # pose front end preset (default, webcam, surveillance)
+    window_s = 3.0               # seconds of skeletons per window
+    stride = 8                   # classify each track every 8 processed frames
+    mode = "track"               # or "scene": all persons of a stream in one volume
+
+    [fall]                       # FallStateMachine settings
+    down_s = 2.0
+
+    [[action_events]]            # other actions that raise events
+    label = "waving"
+    min_score = 0.6
+    min_duration_s = 1.0
+
+Unknown keys are errors (a typo must not silently fall back to a default). Command-line
+options override the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["RunConfig", "load_run_config", "PRESET_SETTINGS"]
+
+
+@dataclass
+class RunConfig:
+    # perception
+    pose: str = "default"          #: pose front end preset or name (posestream.engines.pose)
+    pose_threads: int = 1          #: ONNX Runtime threads of each pose network
+    max_people: int | None = None  #: landmarks for at most this many people a frame (None: all)
+    # windows
+    mode: str = "track"            #: "track" (one window per person) or "scene" (one per stream)
+    window_s: float = 3.0          #: seconds of skeletons per window (the model saw 1.5-6 s clips)
+    stride: int = 8                #: processed frames between two classifications of a track
+    min_frames: int = 8            #: observed frames a window needs
+    keep_s: float = 2.0            #: a track unseen this long is forgotten
+    scene_persons: int = 2         #: persons per scene window (NTU's 2)
+    # action model
+    model: str | None = None       #: checkpoint or ONNX file; None: the shipped default
+    engine: str = "auto"           #: auto, torch, torch-cl3d, onnx, onnx-int8 (tensorrt: see engines)
+    device: str = "cpu"
+    engine_threads: int = 1
+    max_batch: int = 8
+    max_wait_s: float = 0.02
+    # labels and events
+    smooth_alpha: float = 0.6      #: weight of the newest window in the label's moving average
+    smooth_margin: float = 0.1     #: hysteresis of the displayed label
+    min_label_score: float = 0.3
+    fall: dict = field(default_factory=dict)            #: FallStateMachine keyword arguments
+    action_events: list = field(default_factory=list)   #: ActionEventRule keyword arguments each
+    # sources
+    pace: str = "realtime"         #: files at their own frame rate; "fast": as fast as processed
+    loop: bool = False
+    max_frames: int | None = None  #: stop each source after this many frames
+    rtsp_transport: str = "tcp"
+    # sinks
+    video_out: str | None = None
+    show: bool = False
+    events_out: str | None = "-"   #: JSON lines file, "-" for stdout, None for none
+    webhook: str | None = None
+    http: str | None = None        #: "127.0.0.1:8080" serves status, MJPEG preview and /metrics
+    token: str | None = None
+    draw: bool = True
+
+    def validate(self) -> "RunConfig":
+        if self.mode not in ("track", "scene"):
+            raise ValueError(f"mode must be 'track' or 'scene', got {self.mode!r}")
+        if self.pace not in ("realtime", "fast"):
+            raise ValueError(f"pace must be 'realtime' or 'fast', got {self.pace!r}")
+        if self.rtsp_transport not in ("tcp", "udp"):
+            raise ValueError(f"rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
+        for name in ("window_s", "keep_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("stride", "min_frames", "max_batch", "pose_threads", "engine_threads", "scene_persons"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not 0 < self.smooth_alpha <= 1:
+            raise ValueError(f"smooth_alpha must be in (0, 1], got {self.smooth_alpha}")
+        if self.max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {self.max_wait_s}")
+        if not isinstance(self.fall, dict):
+            raise ValueError("fall must be a table of FallStateMachine settings")
+        if not isinstance(self.action_events, list) or not all(isinstance(r, dict) for r in self.action_events):
+            raise ValueError("action_events must be a list of tables (label, min_score, min_duration_s)")
+        return self
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with ``changes`` applied (None values are ignored: unset CLI options)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None}).validate()
+
+
+#: What ``--preset`` means for ``demo`` and ``bench``.
+PRESET_SETTINGS: dict[str, dict[str, Any]] = {
+    "surveillance": {"pose": "default"},
+    "webcam": {"pose": "webcam", "max_people": 1},
+}
+
+
+def load_run_config(path: str | os.PathLike | None, base: RunConfig | None = None) -> RunConfig:
+    """Read a TOML (``.toml``) or JSON (``.json``) run configuration on top of ``base``."""
+    config = base or RunConfig()
+    if path is None:
+        return config.validate()
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{path}: no such config file")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        elif p.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            raise ValueError(f"{path}: config files are .toml or .json")
+    except (json.JSONDecodeError, ValueError) as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not valid {p.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: expected a table of settings at the top level")
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return dataclasses.replace(config, **data).validate()
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None

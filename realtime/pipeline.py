@@ -1,0 +1,610 @@
+"""The realtime pipeline: sources -> pose -> tracks -> windows -> one batcher -> events -> sinks.
+
+Threads, and what each one owns::
+
+    reader (one per source)      FrameReader: opens, reads, reconnects; a latest-frame slot
+    detect (one per stream)      person detection on the newest frame -> a one-slot hand-off
+    pose (one per stream)        top-down pose per box, the tracker, the track histories, the
+                                 windows it submits, the annotated frames it hands to sinks
+    action-batcher (one)         rasterize + classify windows of every stream together
+    events (one)                 label smoothing, fall state machines, event sinks
+    sink threads                 video writer, event log, webhook, HTTP server
+
+Detection and pose run in two threads so that, on two cores, the detector works on frame
+n + 1 while the landmark model works on frame n; the ONNX Runtime sessions release the GIL.
+Every hand-off is a bounded slot or queue; whatever is overwritten or refused is counted.
+
+Shutdown (:meth:`Runtime.stop`, Ctrl-C): readers stop, the stream threads finish the frame they
+hold and exit, the batcher and the events thread drain, then the sinks close (the video file is
+finalised, so an interrupted run still leaves a playable video).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from posestream.engines.action import ActionEngine
+from posestream.realtime.batcher import ActionBatcher, WindowJob, WindowResult
+from posestream.realtime.config import RunConfig
+from posestream.realtime.frames import Frame
+from posestream.realtime.metrics import Metrics
+from posestream.realtime.tracker import CONFIRMED, ByteTracker
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Runtime", "StreamWorker", "LabelBoard"]
+
+STAGE_LATENCY = "posestream_stage_latency_seconds"
+#: The shipped default action model, in posestream/engines/models (see x3d_s_synthetic.md there).
+DEFAULT_ACTION_MODEL = "x3d_s_synthetic.onnx"
+STAGE_HELP = "latency of each pipeline stage, per frame or window"
+
+
+class LabelBoard:
+    """The latest smoothed label of every track, written by the events thread and read by the
+    pose threads when they draw (a dict behind a lock: tiny, and readers copy what they need)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._labels: dict[tuple[str, Any], tuple[str, float]] = {}
+
+    def set(self, stream: str, key: Any, label: str | None, score: float) -> None:
+        with self._lock:
+            if label is None:
+                self._labels.pop((stream, key), None)
+            else:
+                self._labels[(stream, key)] = (label, float(score))
+
+    def get(self, stream: str, key: Any) -> tuple[str, float] | None:
+        with self._lock:
+            return self._labels.get((stream, key))
+
+    def forget(self, stream: str, keys: Sequence[Any]) -> None:
+        with self._lock:
+            for k in keys:
+                self._labels.pop((stream, k), None)
+
+
+class _Both:
+    """Observe into two latency series at once (one stream's, and the pooled one)."""
+
+    def __init__(self, *stats: Any) -> None:
+        self.stats = stats
+
+    def observe(self, seconds: float) -> None:
+        for s in self.stats:
+            s.observe(seconds)
+
+
+@dataclass
+class _Detected:
+    frame: Frame
+    people: list
+    detect_s: float
+
+
+class StreamWorker:
+    """Perception for one stream: a detect thread and a pose thread (see the module docstring).
+
+    ``reader``: a started-or-not :class:`posestream.realtime.sources.FrameReader`.
+    ``estimator``: a :class:`posestream.engines.pose.PoseEstimator` (its ``detect`` runs in one
+    thread and its ``refine`` in the other; they use different networks).
+    ``submit``: the batcher's submit; ``results``: where the events thread sends this stream's
+    drawing labels (a :class:`LabelBoard`). ``frame_sinks``: callables taking the annotated
+    frame (video writer, preview).
+    """
+
+    def __init__(self, name: str, reader: Any, estimator: Any, batcher: ActionBatcher, config: RunConfig,
+                 results: "queue.Queue[WindowResult]", labels: LabelBoard, metrics: Metrics,
+                 frame_sinks: Sequence[Callable[[str, np.ndarray], Any]] = (), fps_hint: float | None = None,
+                 forget: Callable[[str, list], Any] | None = None):
+        from posestream.realtime.windows import StreamTracks
+
+        self.name = name
+        self.reader = reader
+        self.estimator = estimator
+        self.batcher = batcher
+        self.config = config
+        self.results = results
+        self.labels = labels
+        self.metrics = metrics
+        self.frame_sinks = list(frame_sinks)
+        thresholds = estimator.tracker_thresholds() if hasattr(estimator, "tracker_thresholds") else {}
+        self.tracker = ByteTracker(**thresholds, max_lost_s=1.0, fps=fps_hint)
+        self.tracks = StreamTracks(name, keep_s=config.keep_s)
+        self.forget = forget
+        self._handoff: "queue.Queue[_Detected | None]" = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._since_window: dict[Any, int] = {}
+        self._processed = 0
+        self._fps_times: list[float] = []
+        self.counts = {"frames_processed": 0, "frames_skipped": 0, "windows_submitted": 0,
+                       "windows_refused": 0, "errors": 0}
+        self.last_error: str | None = None
+        self.latest_tracks: list = []
+        self.done = threading.Event()
+        # per stream, and pooled over every stream (what bench reports)
+        self._lat = {stage: _Both(metrics.latency(STAGE_LATENCY, STAGE_HELP, stream=name, stage=stage),
+                                  metrics.latency(STAGE_LATENCY, STAGE_HELP, stream="all", stage=stage))
+                     for stage in ("read", "detect", "pose", "track", "window", "frame")}
+        self._frames_total = metrics.counter("posestream_frames_total", "frames processed", stream=name)
+        self._skipped = metrics.counter("posestream_frames_dropped_total", "frames dropped", stream=name,
+                                        stage="perception")
+
+    # ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._guard, args=(self._detect_loop,), name=f"detect-{self.name}",
+                                          daemon=True),
+                         threading.Thread(target=self._guard, args=(self._pose_loop,), name=f"pose-{self.name}",
+                                          daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        recent = [t for t in self._fps_times if now - t < 5.0]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        return {"stream": self.name, **self.counts, "fps": round(fps, 2), "tracks": len(self.latest_tracks),
+                "last_error": self.last_error, "source": self.reader.stats()}
+
+    # ------------------------------------------------------------------------------------------
+
+    def _guard(self, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except Exception as exc:  # a crash in one stream must not take the others down
+            self.counts["errors"] += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("stream %s: %s stopped", self.name, threading.current_thread().name)
+            self._stop.set()
+        finally:
+            if threading.current_thread().name.startswith("detect-"):
+                self._put_handoff(None, final=True)
+            else:
+                self.done.set()
+
+    def _put_handoff(self, item: _Detected | None, final: bool = False) -> None:
+        """Hand a detected frame to the pose thread. Realtime pace: the newest frame wins (an
+        unprocessed one is dropped and counted); "fast" pace: wait for the pose thread. The
+        final None (end of stream) always waits its turn, unless the run is stopping."""
+        wait = final or self.config.pace == "fast"
+        while True:
+            if self._stop.is_set():
+                if not final:
+                    return
+                try:  # stopping: make room for the end marker, the frame in the slot is moot
+                    self._handoff.get_nowait()
+                except queue.Empty:
+                    pass
+            try:
+                if wait:
+                    self._handoff.put(item, timeout=0.1)
+                else:
+                    self._handoff.put_nowait(item)
+                return
+            except queue.Full:
+                if wait:
+                    continue
+                try:
+                    self._handoff.get_nowait()
+                    self.counts["frames_skipped"] += 1
+                    self._skipped.inc()
+                except queue.Empty:
+                    pass
+
+    def _detect_loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self.reader.get(timeout=0.2)
+            if frame is None:
+                if self.reader.ended.is_set():
+                    frame = self.reader.get(timeout=0)  # a last frame may still sit in the slot
+                    if frame is None:
+                        return
+                else:
+                    continue
+            self._lat["read"].observe(max(0.0, time.monotonic() - frame.t_capture))
+            t0 = time.perf_counter()
+            people = self.estimator.detect(frame.image)
+            detect_s = time.perf_counter() - t0
+            self._lat["detect"].observe(detect_s)
+            self._put_handoff(_Detected(frame, people, detect_s))
+
+    def _pose_loop(self) -> None:
+        while True:
+            try:
+                item = self._handoff.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is None:
+                return
+            self._process(item)
+
+    def _process(self, item: _Detected) -> None:
+        frame = item.frame
+        t0 = time.perf_counter()
+        people = self.estimator.refine(frame.image, item.people)
+        t1 = time.perf_counter()
+        tracks = self.tracker.update(people, frame_index=frame.index)
+        dropped = self.tracks.update(tracks, frame.index, frame.t_capture, img_shape=frame.shape)
+        if dropped and self.forget is not None:
+            self.forget(self.name, list(dropped))
+        t2 = time.perf_counter()
+        self._submit_windows(frame)
+        t3 = time.perf_counter()
+        self.latest_tracks = tracks
+        self._lat["pose"].observe(t1 - t0)
+        self._lat["track"].observe(t2 - t1)
+        self._lat["window"].observe(t3 - t2)
+        if self.frame_sinks:
+            annotated = self._annotate(frame, tracks)
+            for sink in self.frame_sinks:
+                sink(self.name, annotated)
+        self.counts["frames_processed"] += 1
+        self._frames_total.inc()
+        self._lat["frame"].observe(time.monotonic() - frame.t_capture)
+        self._fps_times.append(time.monotonic())
+        if len(self._fps_times) > 64:
+            del self._fps_times[:32]
+
+    def _submit_windows(self, frame: Frame) -> None:
+        from posestream.realtime.windows import sample_scene_window, sample_track_window
+
+        cfg = self.config
+        clip_len, size = self.batcher.clip_len, self.batcher.size
+        now = frame.t_capture
+        active = set(self.tracks.active_ids())
+        for key in list(self._since_window):
+            if key != "scene" and key not in active:
+                del self._since_window[key]
+        if cfg.mode == "scene":
+            keys = ["scene"] if active else []
+        else:
+            keys = sorted(active)
+        for key in keys:
+            since = self._since_window.get(key, cfg.stride) + 1
+            self._since_window[key] = since
+            if since < cfg.stride:
+                continue
+            if key == "scene":
+                sample = sample_scene_window(self.tracks, now, cfg.window_s, clip_len, size,
+                                             max_persons=cfg.scene_persons, min_frames=cfg.min_frames)
+                context = None
+            else:
+                history = self.tracks.history(key)
+                sample = sample_track_window(history, now, cfg.window_s, clip_len, size, min_frames=cfg.min_frames)
+                context = history.latest()
+            if sample is None:
+                continue
+            self._since_window[key] = 0
+            job = WindowJob(self.name, key, sample.keypoint, sample.score, sample.t_last_capture,
+                            sample.last_frame, self.results, context)
+            if self.batcher.submit(job):
+                self.counts["windows_submitted"] += 1
+            else:
+                self.counts["windows_refused"] += 1
+
+    def _annotate(self, frame: Frame, tracks: list) -> np.ndarray:
+        from posestream.realtime.video_clips import draw_tracks, track_color
+
+        import cv2
+
+        image = frame.image.copy()
+        if not self.config.draw:
+            return image
+        draw_tracks(image, tracks)
+        h = image.shape[0]
+        scale = max(0.4, h / 720)
+        thick = max(1, round(h / 360))
+        for t in tracks:
+            if t.state != CONFIRMED:
+                continue
+            label = self.labels.get(self.name, t.track_id)
+            if label is None:
+                continue
+            x1, _, _, y2 = (int(v) for v in t.box[:4])
+            text = f"{label[0]} {label[1]:.2f}"
+            cv2.putText(image, text, (x1, y2 + int(16 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
+                        track_color(t.track_id), thick, cv2.LINE_AA)
+        scene = self.labels.get(self.name, "scene")
+        status = self.status()
+        header = f"{self.name}  {status['fps']:.1f} fps  {len([t for t in tracks if t.state == CONFIRMED])} people"
+        if scene is not None:
+            header += f"  scene: {scene[0]} {scene[1]:.2f}"
+        cv2.putText(image, header, (8, int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0),
+                    thick + 2, cv2.LINE_AA)
+        cv2.putText(image, header, (8, int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255, 255, 255),
+                    thick, cv2.LINE_AA)
+        return image
+
+
+class Runtime:
+    """Everything of one run: readers, stream workers, the batcher, events and sinks.
+
+    ``sources``: :class:`posestream.realtime.sources.SourceSpec` s. ``engine``: the action
+    engine (default: the configured or shipped model). ``estimator_factory()``: a new pose
+    estimator per stream (default: ``make_pose_estimator(config.pose, ...)``). ``on_event``:
+    extra callables given each event dict (the CLI's event sinks are set up from the config).
+    """
+
+    def __init__(self, sources: Sequence[Any], config: RunConfig | None = None, *,
+                 engine: ActionEngine | None = None, estimator_factory: Callable[[], Any] | None = None,
+                 metrics: Metrics | None = None, on_event: Sequence[Callable[[dict], Any]] = ()):
+        from posestream.realtime.sources import FrameReader
+
+        self.config = (config or RunConfig()).validate()
+        self.metrics = metrics or Metrics()
+        self.engine = engine or load_action_engine(self.config)
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stream names must be unique, got {', '.join(names)}")
+        if not sources:
+            raise ValueError("no sources given")
+        self.sources = list(sources)
+        self.batcher = ActionBatcher(self.engine, max_batch=self.config.max_batch,
+                                     max_wait_s=self.config.max_wait_s, metrics=self.metrics)
+        self.labels = LabelBoard()
+        self.results: "queue.Queue[WindowResult]" = queue.Queue(maxsize=256)
+        self.on_event = list(on_event)
+        self.events: list[dict] = []
+        self._label_counts: dict[tuple[str, Any], dict[str, int]] = {}
+        self._events_lock = threading.Lock()
+        self._event_sinks: list[Any] = []
+        self._frame_sinks: list[Any] = []
+        self._closers: list[Callable[[], Any]] = []
+        self.preview = None
+        self.server = None
+        factory = estimator_factory or (lambda: default_estimator(self.config))
+        self.readers = [FrameReader(s, pace=self.config.pace, loop=self.config.loop,
+                                    rtsp_transport=self.config.rtsp_transport, max_frames=self.config.max_frames)
+                        for s in self.sources]
+        self._setup_sinks()
+        self._forget: "queue.Queue[tuple[str, list]]" = queue.Queue(maxsize=1024)
+        self.workers = [StreamWorker(s.name, r, factory(), self.batcher, self.config, self.results, self.labels,
+                                     self.metrics, self._frame_sinks, fps_hint=_nominal_fps(r),
+                                     forget=self._forget_tracks)
+                        for s, r in zip(self.sources, self.readers)]
+        self._event_logic: dict[str, Any] = {}
+        self._events_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._stopped = False
+        self.t_start: float | None = None
+        self.label_latency = self.metrics.latency(STAGE_LATENCY, STAGE_HELP, stream="all", stage="frame_to_label")
+
+    # ------------------------------------------------------------------------------------------
+
+    def _setup_sinks(self) -> None:
+        from posestream.realtime import sinks
+
+        cfg = self.config
+        self.sinks: dict[str, Any] = {}
+        if cfg.video_out:
+            paths = _video_paths(cfg.video_out, [s.name for s in self.sources])
+            writers = {s.name: sinks.VideoSink(p, _nominal_fps(r) or 10.0, metrics=self.metrics, name=f"video-{s.name}")
+                       for s, r, p in zip(self.sources, self.readers, paths)}
+            self.video_paths = {k: str(v) for k, v in zip(writers, paths)}
+            self._frame_sinks.append(lambda stream, image: writers[stream].write(image))
+            self._closers.extend(w.close for w in writers.values())
+            self.sinks.update({f"video-{k}": w for k, w in writers.items()})
+        if cfg.http or cfg.show:
+            self.preview = sinks.PreviewStore()
+            self._frame_sinks.append(self.preview.update)
+        if cfg.events_out:
+            log_sink = sinks.EventLog(None if cfg.events_out == "-" else cfg.events_out, metrics=self.metrics,
+                                      name="events")
+            self._event_sinks.append(log_sink.emit)
+            self._closers.append(log_sink.close)
+            self.sinks["events"] = log_sink
+        if cfg.webhook:
+            hook = sinks.WebhookSink(cfg.webhook, metrics=self.metrics, name="webhook")
+            self._event_sinks.append(hook.emit)
+            self._closers.append(hook.close)
+            self.sinks["webhook"] = hook
+        if cfg.http:
+            host, _, port = cfg.http.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"--http {cfg.http}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+            self.server = sinks.StatusServer(host, int(port), token=cfg.token, status_fn=self.status,
+                                             metrics=self.metrics, preview_fn=self.preview.get)
+            self._closers.insert(0, self.server.close)
+
+    def start(self) -> "Runtime":
+        self.t_start = time.monotonic()
+        self.engine.warmup(1)
+        self.batcher.start()
+        self._events_thread = threading.Thread(target=self._events_loop, name="events", daemon=True)
+        self._events_thread.start()
+        if self.server is not None:
+            self.server.start()
+            log.info("status page at %s", self.server.url)
+        for r in self.readers:
+            r.start()
+        for w in self.workers:
+            w.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every stream has ended (or ``timeout``); True when all ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for w in self.workers:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not w.done.wait(remaining):
+                return False
+        return True
+
+    def stop(self) -> None:
+        """Shut down in order (idempotent): readers, streams, batcher, events, sinks."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for r in self.readers:
+            r.stop()
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            w.join(10.0)
+        for r in self.readers:
+            r.join(10.0)
+        # let the windows already submitted come back, then stop the batcher and events
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and (self.batcher.stats()["queued"] or not self.results.empty()):
+            time.sleep(0.02)
+        self.batcher.close()
+        self._stop.set()
+        if self._events_thread is not None:
+            self._events_thread.join(5.0)
+        for close in self._closers:
+            try:
+                close()
+            except Exception:
+                log.exception("closing a sink failed")
+
+    def __enter__(self) -> "Runtime":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------------------------
+
+    def _logic(self, stream: str):
+        from posestream.realtime.events import EventLogic
+
+        logic = self._event_logic.get(stream)
+        if logic is None:
+            cfg = self.config
+            logic = self._event_logic[stream] = EventLogic(
+                stream, self.engine.class_names or [str(i) for i in range(self.engine.num_classes)],
+                smooth_alpha=cfg.smooth_alpha, smooth_margin=cfg.smooth_margin, min_score=cfg.min_label_score,
+                fall=cfg.fall, action_rules=cfg.action_events)
+        return logic
+
+    def _forget_tracks(self, stream: str, track_ids: list) -> None:
+        """Called by a stream's pose thread: tracks it dropped; the events thread forgets them."""
+        try:
+            self._forget.put_nowait((stream, track_ids))
+        except queue.Full:  # only per-track label state would linger; count it
+            self.metrics.counter("posestream_frames_dropped_total", "dropped", stream=stream, stage="forget").inc()
+
+    def _events_loop(self) -> None:
+        while not (self._stop.is_set() and self.results.empty()):
+            while True:
+                try:
+                    stream, ids = self._forget.get_nowait()
+                except queue.Empty:
+                    break
+                logic = self._event_logic.get(stream)
+                for track_id in ids:
+                    if logic is not None:
+                        logic.forget(track_id)
+                self.labels.forget(stream, ids)
+            try:
+                result = self.results.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                self._on_result(result)
+            except Exception:
+                log.exception("events: handling a result of stream %s failed", result.stream)
+
+    def _on_result(self, result: WindowResult) -> None:
+        now = time.monotonic()
+        self.label_latency.observe(now - result.t_last_capture)
+        self.metrics.latency(STAGE_LATENCY, STAGE_HELP, stream=result.stream,
+                             stage="frame_to_label").observe(now - result.t_last_capture)
+        logic = self._logic(result.stream)
+        keypoints, box = result.context if result.context is not None else (None, None)
+        wall = time.time() - (now - result.t_last_capture)
+        events, label = logic.on_window(result.key, wall, result.probs, keypoints=keypoints, box=box,
+                                        frame_index=result.frame_index)
+        self.labels.set(result.stream, result.key, *(label or (None, 0.0)))
+        top = self.engine.class_names[result.label_index] if self.engine.class_names else str(result.label_index)
+        seen = self._label_counts.setdefault((result.stream, result.key), {})
+        seen[top] = seen.get(top, 0) + 1
+        for event in events:
+            record = event.to_dict()
+            with self._events_lock:
+                self.events.append(record)
+            self.metrics.counter("posestream_events_total", "events raised", stream=result.stream,
+                                 label=record.get("label", "")).inc()
+            for sink in self._event_sinks + self.on_event:
+                try:
+                    sink(record)
+                except Exception:
+                    log.exception("an event sink failed")
+
+    # ------------------------------------------------------------------------------------------
+
+    def label_summary(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per stream, per track (or "scene"): how many windows got each top-1 label."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for (stream, key), counts in sorted(self._label_counts.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+            out.setdefault(stream, {})[str(key)] = dict(counts)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {"uptime_s": None if self.t_start is None else round(time.monotonic() - self.t_start, 1),
+                "engine": self.engine.info(), "batcher": self.batcher.stats(),
+                "streams": [w.status() for w in self.workers],
+                "sinks": {name: sink.stats() for name, sink in self.sinks.items()},
+                "events": len(self.events)}
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def default_estimator(config: RunConfig):
+    from posestream.engines.pose import make_pose_estimator
+
+    kwargs: dict[str, Any] = {"threads": config.pose_threads}
+    if config.max_people is not None:
+        kwargs["max_people"] = config.max_people
+    return make_pose_estimator(config.pose, **kwargs)
+
+
+def load_action_engine(config: RunConfig) -> ActionEngine:
+    """The configured action model, or the shipped default, on the configured engine."""
+    from posestream.engines.action import make_engine
+
+    path = config.model or default_action_model()
+    return make_engine(config.engine, path, threads=config.engine_threads)
+
+
+def default_action_model() -> str:
+    """The path of the shipped default action model."""
+    from posestream.engines.pose import shipped_model
+
+    return str(shipped_model(DEFAULT_ACTION_MODEL))
+
+
+def _nominal_fps(reader: Any) -> float | None:
+    try:
+        fps = reader.stats().get("nominal_fps")
+    except Exception:
+        return None
+    return float(fps) if fps else None
+
+
+def _video_paths(out: str, names: Sequence[str]):
+    from pathlib import Path
+
+    p = Path(out)
+    if len(names) == 1:
+        return [p]
+    return [p.with_name(f"{p.stem}_{n}{p.suffix}") for n in names]
