@@ -105,6 +105,7 @@ def test_shipped_config_translates_to_the_papers_setting(name):
         assert cfg.class_names == ACTIONS
         assert (cfg.train.ann_file, cfg.train.split, cfg.val.split) == ("data/synthetic.pkl", "train", "val")
         assert cfg.batch_size <= 16 and cfg.clip_len <= 48
+        assert cfg.precise_bn == {"num_batches": 50} and cfg.optimizer["type"] == "AdamW"
         return
     dataset, modality = name.rsplit("_", 1)
     ann_file, classes, train_split, test_split, lr, wd, batch, policy, epochs, size = DATASETS[dataset]
@@ -118,6 +119,7 @@ def test_shipped_config_translates_to_the_papers_setting(name):
     assert [s.name for s in cfg.test.pipeline] == TEST_STEPS
     assert (cfg.clip_len, cfg.num_clips, cfg.flip_test, cfg.size) == (48, 10, True, size)
     assert cfg.optimizer == dict(type="SGD", lr=lr, momentum=0.9, weight_decay=wd)
+    assert cfg.precise_bn is None  # PYSKL has no such step
     assert cfg.grad_clip == dict(max_norm=40, norm_type=2)
     assert (cfg.batch_size, cfg.test_batch_size, cfg.lr_config["policy"], cfg.total_epochs) == (batch, 1, policy, epochs)
     if policy == "CosineAnnealing":
@@ -330,17 +332,21 @@ def _assert_same_training_state(a, b):
     for key in weights_a:
         torch.testing.assert_close(weights_a[key], weights_b[key], rtol=0, atol=0, msg=key)
     assert (state_a["global_step"], state_a["epoch"]) == (state_b["global_step"], state_b["epoch"])
-    momentum_a = [s["momentum_buffer"] for s in state_a["optimizer"]["state"].values()]
-    momentum_b = [s["momentum_buffer"] for s in state_b["optimizer"]["state"].values()]
-    for ma, mb in zip(momentum_a, momentum_b, strict=True):
-        torch.testing.assert_close(ma, mb, rtol=0, atol=0)
+    # every optimizer buffer (SGD momentum, Adam moments and step counts)
+    buffers_a = [(k, v) for s in state_a["optimizer"]["state"].values() for k, v in sorted(s.items())]
+    buffers_b = [(k, v) for s in state_b["optimizer"]["state"].values() for k, v in sorted(s.items())]
+    assert buffers_a
+    for (ka, va), (kb, vb) in zip(buffers_a, buffers_b, strict=True):
+        assert ka == kb
+        torch.testing.assert_close(torch.as_tensor(va), torch.as_tensor(vb), rtol=0, atol=0)
 
 
 def test_resume_continues_exactly_where_it_stopped(x3d_cfg, reference_run, tmp_path):
     ref_dir, ref_result, ref_lrs = reference_run
     assert ref_result["global_step"] == 4 and ref_result["epoch"] == 2
     cfg = x3d_cfg
-    assert ref_lrs == pytest.approx([lr_at(cfg.lr_config, 0.05, s, s // 2, 2, 2) for s in range(4)])
+    base_lr = cfg.optimizer["lr"]
+    assert ref_lrs == pytest.approx([lr_at(cfg.lr_config, base_lr, s, s // 2, 2, 2) for s in range(4)])
     first = train(cfg, work_dir=tmp_path, seed=3, progress=False, max_steps=3)  # stops in the middle of epoch 2
     assert (first["global_step"], first["epoch"], first["stopped_early"]) == (3, 1, True)
     lrs = []
@@ -464,3 +470,41 @@ def test_tensorboard_absence_is_a_logged_notice(x3d_cfg, tmp_path, caplog):
     noticed = "tensorboard is not installed" in caplog.text
     assert noticed != installed
     assert (tmp_path / "tb").exists() == installed
+
+
+# ---------------------------------------------------------------------------------------------
+# Precise BN
+
+
+def test_precise_bn_replaces_stale_running_statistics():
+    from posestream.train.precise_bn import recompute_bn_stats
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 1), torch.nn.BatchNorm3d(4), torch.nn.Dropout(0.5),
+                                torch.nn.Conv3d(4, 3, 1), torch.nn.BatchNorm3d(3))
+    model.train()
+    batches = [torch.randn(4, 2, 3, 5, 5) * 3 + 7 for _ in range(5)]
+    state = torch.random.get_rng_state()
+    assert recompute_bn_stats(model, batches) == 5
+    assert torch.equal(torch.random.get_rng_state(), state)  # no dropout masks drawn
+    assert model.training and all(m.training for m in model.modules())  # mode restored
+    # the first BN now holds the exact statistics of its inputs over all batches
+    with torch.no_grad():
+        feats = torch.cat([model[0](b) for b in batches])
+    mean = feats.mean(dim=(0, 2, 3, 4))
+    torch.testing.assert_close(model[1].running_mean, mean, rtol=1e-4, atol=1e-4)
+    # (the cumulative average of per-batch unbiased variances, as PyTorch's momentum=None does)
+    per_batch = torch.stack([model[0](b).detach().var(dim=(0, 2, 3, 4), unbiased=True) for b in batches])
+    torch.testing.assert_close(model[1].running_var, per_batch.mean(0), rtol=1e-4, atol=1e-4)
+    assert model[1].momentum == 0.1
+    before = model[1].running_mean.clone()
+    assert recompute_bn_stats(model, []) == 0  # no batches: the statistics are kept
+    assert torch.equal(model[1].running_mean, before)
+
+
+def test_precise_bn_runs_before_each_validation(x3d_cfg, tmp_path, caplog):
+    cfg = x3d_cfg.override(total_epochs=1)
+    assert cfg.precise_bn == {"num_batches": 50}
+    with caplog.at_level(logging.INFO, logger="posestream.train.trainer"):
+        train(cfg, work_dir=tmp_path, seed=3, progress=False)
+    assert "precise BN: statistics recomputed on 2 training batches" in caplog.text  # 4 clips, batches of 2

@@ -292,6 +292,7 @@ class TrainConfig:
     cudnn_benchmark: bool = False
     class_names: tuple[str, ...] | None = None
     seed: int | None = None
+    precise_bn: dict | None = None  # dict(num_batches=N): recompute BN statistics before each validation
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     # --- derived ------------------------------------------------------------------------------
@@ -586,6 +587,12 @@ class _Translator:
         if seed is not None:
             seed = self.number(seed, "seed", integer=True, minimum=0)
         class_names = self.class_names(num_classes)
+        precise_bn = None
+        if v.get("precise_bn"):
+            precise_bn = self.require_dict(v["precise_bn"], "precise_bn")
+            self.check_keys(precise_bn, "precise_bn", {"num_batches"})
+            precise_bn = {"num_batches": self.number(precise_bn.get("num_batches", 50), "precise_bn.num_batches",
+                                                     integer=True, positive=True)}
 
         return TrainConfig(
             source=self.source, arch=arch, num_classes=num_classes, in_channels=in_channels, dropout=dropout,
@@ -607,7 +614,7 @@ class _Translator:
             log_interval=self.number(log.get("interval", 20), "log_config.interval", integer=True, positive=True),
             find_unused_parameters=bool(v.get("find_unused_parameters", False)),
             cudnn_benchmark=bool(v.get("cudnn_benchmark", False)),
-            class_names=class_names, seed=seed, raw=dict(self.v),
+            class_names=class_names, seed=seed, precise_bn=precise_bn, raw=dict(self.v),
         )
 
     # --- model --------------------------------------------------------------------------------

@@ -667,6 +667,35 @@ class _Run:
             for _, p in found[:-keep]:
                 p.unlink(missing_ok=True)
 
+    # --- precise BN ----------------------------------------------------------------------------
+
+    def precise_bn(self) -> int:
+        """Recompute the BatchNorm statistics on ``precise_bn.num_batches`` training batches
+        (see :mod:`posestream.train.precise_bn`). The clips and their augmentations are fixed by
+        the seed and the epoch, and no global random state is touched, so resuming stays exact."""
+        from posestream.train.precise_bn import recompute_bn_stats
+
+        n_batches = int(self.cfg.precise_bn["num_batches"])
+        bs = self.cfg.batch_size
+        order = np.random.default_rng([self.seed, self.epoch, 77]).permutation(len(self.train_clips))
+        mine = order[self.dist.rank::self.dist.world_size][: n_batches * bs]
+        dataset = ClipDataset(self.train_clips, self.cfg.pipeline("train"), seed=self.seed + 1)
+
+        def batches():
+            for first in range(0, len(mine), bs):
+                items = [dataset[(int(i), self.epoch, first + j)] for j, i in enumerate(mine[first:first + bs])]
+                yield torch.cat([x for x, _ in items])
+
+        average = None
+        if self.dist.enabled:
+            def average(t):
+                torch.distributed.all_reduce(t)
+                t /= self.dist.world_size
+        count = recompute_bn_stats(self.model, batches(), self.device, average)
+        if self.rank0:
+            log.info("precise BN: statistics recomputed on %d training batches", count)
+        return count
+
     # --- validation -----------------------------------------------------------------------------
 
     def validate(self) -> dict:
@@ -744,6 +773,8 @@ class _Run:
                 last_epoch_loss = float(np.mean(self.epoch_losses)) if self.epoch_losses else None
                 self.epoch_losses = []
                 last = self.epoch == cfg.total_epochs
+                if cfg.precise_bn:
+                    self.precise_bn()
                 if self.validate_enabled and (self.epoch % cfg.eval_interval == 0 or last):
                     self.validate()
                 self._save_epoch_checkpoint()
