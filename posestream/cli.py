@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="run settings (.toml or .json) applied before --preset")
     p.add_argument("--model", help="action model (default: the shipped one)")
     p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8"], help="action engine")
+    p.add_argument("--pace", choices=["realtime", "fast"], default="realtime",
+                   help="realtime: the video plays at its own rate like a camera, the pipeline drops what it "
+                        "cannot take (latency as live); fast: every frame, as fast as processed (throughput)")
     p.add_argument("--json", default="bench.json", help="report to write (default bench.json)")
     p.set_defaults(run=cmd_bench)
     return parser
@@ -540,7 +543,7 @@ def cmd_bench(args) -> int:
     config = load_run_config(args.config).replace(**PRESET_SETTINGS[args.preset]).replace(
         model=args.model, engine=args.engine)
     report = run_bench(str(video), args.streams, args.frames, config, json_out=args.json,
-                       extra={"preset": args.preset})
+                       extra={"preset": args.preset}, pace=args.pace)
     print(format_table(report))
     print(f"wrote {args.json}")
     return 0

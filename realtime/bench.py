@@ -1,8 +1,12 @@
 """``posestream bench``: per-stage latency and throughput of the whole realtime pipeline.
 
 For each stream count (1, 2, 4 by default) it runs a :class:`~posestream.realtime.pipeline.Runtime`
-on that many copies of one video, read as fast as the pipeline takes frames (``pace="fast"``:
-no frame is dropped, so frames per second is what the machine sustains), and reports:
+on that many copies of one video. By default each copy plays at its own frame rate, as a camera
+delivers frames (``pace="realtime"``): the pipeline takes the newest frame whenever it is free
+and the frames it could not take are dropped and counted, so the latencies are those a live
+feed sees. With ``pace="fast"`` every frame is read as soon as the pipeline takes the previous
+one (nothing dropped): frames per second is then the most the machine sustains, but frames wait
+behind each other in the stages, which inflates the latencies. It reports:
 
 - per-stage latency, pooled over all streams (median / p95 / p99 ms): ``read`` (frame waiting
   in the reader's slot), ``detect``, ``pose`` (landmarks for every person), ``track``,
@@ -122,6 +126,8 @@ def run_once(video: str, streams: int, config: RunConfig, *, engine=None, progre
             runtime.stop()
     wall = t_end - t0
     per_stream = {w.name: w.counts["frames_processed"] for w in runtime.workers}
+    dropped = {w.name: w.counts["frames_skipped"] + r.stats()["frames_dropped"]
+               for w, r in zip(runtime.workers, runtime.readers)}
     stages = _stage_summary(metrics)
     for stage in ("rasterize", "classify"):  # the batcher records them per stream: pool them here
         values = [metrics.latency("posestream_stage_latency_seconds", "", stream=s.name, stage=stage).summary()
@@ -134,6 +140,7 @@ def run_once(video: str, streams: int, config: RunConfig, *, engine=None, progre
         "frames": per_stream,
         "fps_per_stream": {k: round(v / wall, 2) for k, v in per_stream.items()},
         "fps_total": round(sum(per_stream.values()) / wall, 2),
+        "frames_dropped": dropped,
         "stages_ms": stages,
         "windows": batch["windows"],
         "batches": batch["batches"],
@@ -159,35 +166,37 @@ def _pool(summaries: Sequence[dict]) -> dict:
 
 
 def format_table(report: dict) -> str:
-    lines = []
+    """The report as a text table: one column per stream count."""
     runs = report["runs"]
-    head = f"{'stage (ms)':<16}" + "".join(f"{f'{r['streams']} stream(s) p50/p95/p99':>30}" for r in runs)
-    lines.append(head)
+
+    def row(name: str, cells) -> str:
+        return f"{name:<18}" + "".join(f"{c:>26}" for c in cells)
+
+    lines = [row("stage (ms)", [f"{r['streams']} stream(s) p50/p95/p99" for r in runs])]
     for stage in STAGES:
-        row = f"{stage:<16}"
+        cells = []
         for r in runs:
             s = r["stages_ms"].get(stage, {})
-            cell = "-" if not s.get("count") else f"{s['p50_ms']:.1f}/{s['p95_ms']:.1f}/{s['p99_ms']:.1f}"
-            row += f"{cell:>30}"
-        lines.append(row)
-    lines.append(f"{'fps per stream':<16}" + "".join(
-        f"{min(r['fps_per_stream'].values()):>30.2f}" for r in runs))
-    lines.append(f"{'fps total':<16}" + "".join(f"{r['fps_total']:>30.2f}" for r in runs))
-    lines.append(f"{'windows (batch)':<16}" + "".join(f"{f'{r['windows']} ({r['mean_batch']})':>30}" for r in runs))
-    lines.append(f"{'rss MiB st/end':<16}" + "".join(
-        f"{f'{r['rss_mb']['start']}/{r['rss_mb']['end']}':>30}" for r in runs))
+            cells.append("-" if not s.get("count") else f"{s['p50_ms']:.1f}/{s['p95_ms']:.1f}/{s['p99_ms']:.1f}")
+        lines.append(row(stage, cells))
+    lines.append(row("fps per stream", [f"{min(r['fps_per_stream'].values()):.2f}" for r in runs]))
+    lines.append(row("fps total", [f"{r['fps_total']:.2f}" for r in runs]))
+    lines.append(row("frames read/dropped", [f"{sum(r['frames'].values()) + sum(r['frames_dropped'].values())}/"
+                                             f"{sum(r['frames_dropped'].values())}" for r in runs]))
+    lines.append(row("windows (mean batch)", [f"{r['windows']} ({r['mean_batch']})" for r in runs]))
+    lines.append(row("rss MiB start/end", [f"{r['rss_mb']['start']}/{r['rss_mb']['end']}" for r in runs]))
     return "\n".join(lines)
 
 
 def run_bench(video: str, streams: Sequence[int] = (1, 2, 4), frames: int = 150,
               config: RunConfig | None = None, json_out: str | os.PathLike | None = None,
-              progress: bool = True, extra: dict | None = None) -> dict[str, Any]:
+              progress: bool = True, extra: dict | None = None, pace: str = "realtime") -> dict[str, Any]:
     """Run the pipeline for each stream count in ``streams`` on ``frames`` frames of ``video``
     per stream; print the table and write the JSON report (atomically) when ``json_out``."""
     from posestream.realtime.pipeline import load_action_engine
 
     # replace() ignores None values, so the sinks are switched off by building a new config
-    config = RunConfig(**{**(config or RunConfig()).__dict__, "pace": "fast", "loop": True, "max_frames": frames,
+    config = RunConfig(**{**(config or RunConfig()).__dict__, "pace": pace, "loop": True, "max_frames": frames,
                           "events_out": None, "video_out": None, "http": None, "show": False}).validate()
     engine = load_action_engine(config)
     runs = []
