@@ -458,7 +458,7 @@ def _print_run_summary(status: dict, out=sys.stderr) -> None:
     for s in status["streams"]:
         src = s["source"]
         print(f"{s['stream']}: {s['frames_processed']} frames processed, {src.get('frames_dropped', 0)} dropped "
-              f"by the reader, {s['frames_skipped']} skipped by pose, {src.get('reconnects', 0)} reconnects, "
+              f"(the pipeline was busy), {src.get('reconnects', 0)} reconnects, "
               f"{s['windows_submitted']} windows, health {src.get('health')}"
               + (f", last error: {s['last_error']}" if s.get("last_error") else ""), file=out)
     for stream, tracks in status.get("labels", {}).items():

@@ -82,18 +82,24 @@ def run_realtime(sources: Sequence[Any], config: RunConfig, *, duration_s: float
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
     t0 = time.monotonic()
+    window = None
     try:
         runtime.start()
         if runtime.server is not None and not quiet:
-            print(f"status: {runtime.server.url}/status  preview: {runtime.server.url}/  "
-                  f"metrics: {runtime.server.url}/metrics", file=sys.stderr)
+            url = runtime.server.url.rstrip("/")
+            print(f"status: {url}/status  preview: {url}/  metrics: {url}/metrics", file=sys.stderr)
+        window = _Window(runtime) if config.show else None
         while not stop.is_set():
-            if runtime.wait(timeout=0.25):
+            if runtime.wait(timeout=0.04 if window and window.enabled else 0.25):
+                break
+            if window is not None and window.enabled and window.show() == "quit":
                 break
             if duration_s is not None and time.monotonic() - t0 >= duration_s:
                 break
     finally:
         runtime.stop()
+        if window is not None:
+            window.close()
         if in_main:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -104,3 +110,52 @@ def run_realtime(sources: Sequence[Any], config: RunConfig, *, duration_s: float
     status["events"] = runtime.events
     status["labels"] = runtime.label_summary()
     return status
+
+
+class _Window:
+    """``--show``: the annotated frames of every stream in OpenCV windows, drawn from the main
+    thread (GUI toolkits want that). The frames come from the runtime's preview store (JPEGs the
+    pose threads encode at most 10 times a second). ``q`` or Esc closes the run. An OpenCV build
+    without GUI support (opencv-python-headless, the default here) gives one notice and the run
+    goes on without a window."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+        self.enabled = True
+        self._shown: dict[str, bytes] = {}
+
+    def show(self) -> str | None:
+        import cv2
+
+        try:
+            return self._show()
+        except cv2.error:
+            self.enabled = False
+            print("posestream: --show needs an OpenCV build with GUI support (this one is headless: "
+                  "pip install 'opencv-python<5' instead of opencv-python-headless); going on without a "
+                  "window (--http HOST:PORT serves a preview to a browser)", file=sys.stderr)
+            return None
+
+    def _show(self) -> str | None:
+        import cv2
+        import numpy as np
+
+        store = self.runtime.preview
+        for stream in store.streams():
+            data = store.get(stream)
+            if data is None or data is self._shown.get(stream):
+                continue
+            self._shown[stream] = data
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            cv2.imshow(f"posestream {stream}", image)
+        key = cv2.waitKey(1) & 0xFF
+        return "quit" if key in (ord("q"), 27) else None
+
+    def close(self) -> None:
+        if self.enabled:
+            try:
+                import cv2
+
+                cv2.destroyAllWindows()
+            except Exception:
+                pass

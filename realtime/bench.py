@@ -126,7 +126,7 @@ def run_once(video: str, streams: int, config: RunConfig, *, engine=None, progre
             runtime.stop()
     wall = t_end - t0
     per_stream = {w.name: w.counts["frames_processed"] for w in runtime.workers}
-    dropped = {w.name: w.counts["frames_skipped"] + r.stats()["frames_dropped"]
+    dropped = {w.name: r.stats()["frames_dropped"]
                for w, r in zip(runtime.workers, runtime.readers)}
     stages = _stage_summary(metrics)
     for stage in ("rasterize", "classify"):  # the batcher records them per stream: pool them here

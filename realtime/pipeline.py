@@ -119,13 +119,15 @@ class StreamWorker:
         self.tracker = ByteTracker(**thresholds, max_lost_s=1.0, fps=fps_hint)
         self.tracks = StreamTracks(name, keep_s=config.keep_s)
         self.forget = forget
-        self._handoff: "queue.Queue[_Detected | None]" = queue.Queue(maxsize=1)
+        self._handoff = threading.Condition()
+        self._pending: _Detected | None = None   # guarded by _handoff
+        self._detect_done = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._since_window: dict[Any, int] = {}
         self._processed = 0
         self._fps_times: list[float] = []
-        self.counts = {"frames_processed": 0, "frames_skipped": 0, "windows_submitted": 0,
+        self.counts = {"frames_processed": 0, "windows_submitted": 0,
                        "windows_refused": 0, "errors": 0}
         self.last_error: str | None = None
         self.latest_tracks: list = []
@@ -135,8 +137,6 @@ class StreamWorker:
                                   metrics.latency(STAGE_LATENCY, STAGE_HELP, stream="all", stage=stage))
                      for stage in ("read", "detect", "pose", "track", "window", "frame")}
         self._frames_total = metrics.counter("posestream_frames_total", "frames processed", stream=name)
-        self._skipped = metrics.counter("posestream_frames_dropped_total", "frames dropped", stream=name,
-                                        stage="perception")
 
     # ------------------------------------------------------------------------------------------
 
@@ -174,41 +174,23 @@ class StreamWorker:
             self._stop.set()
         finally:
             if threading.current_thread().name.startswith("detect-"):
-                self._put_handoff(None, final=True)
+                with self._handoff:
+                    self._detect_done = True
+                    self._handoff.notify_all()
             else:
                 self.done.set()
 
-    def _put_handoff(self, item: _Detected | None, final: bool = False) -> None:
-        """Hand a detected frame to the pose thread. Realtime pace: the newest frame wins (an
-        unprocessed one is dropped and counted); "fast" pace: wait for the pose thread. The
-        final None (end of stream) always waits its turn, unless the run is stopping."""
-        wait = final or self.config.pace == "fast"
-        while True:
-            if self._stop.is_set():
-                if not final:
-                    return
-                try:  # stopping: make room for the end marker, the frame in the slot is moot
-                    self._handoff.get_nowait()
-                except queue.Empty:
-                    pass
-            try:
-                if wait:
-                    self._handoff.put(item, timeout=0.1)
-                else:
-                    self._handoff.put_nowait(item)
-                return
-            except queue.Full:
-                if wait:
-                    continue
-                try:
-                    self._handoff.get_nowait()
-                    self.counts["frames_skipped"] += 1
-                    self._skipped.inc()
-                except queue.Empty:
-                    pass
+    # The hand-off between the two threads holds at most one detected frame, and the detect
+    # thread reads a new frame only once the pose thread has taken the last one: detection of
+    # frame n + 1 overlaps the pose of frame n, and no frame is detected that pose would never
+    # process (frames the pipeline cannot take are dropped in the reader's slot, before any work
+    # is spent on them, and counted there). A frame waits at most one pose step in between.
 
     def _detect_loop(self) -> None:
         while not self._stop.is_set():
+            with self._handoff:
+                while self._pending is not None and not self._stop.is_set():
+                    self._handoff.wait(0.1)
             frame = self.reader.get(timeout=0.2)
             if frame is None:
                 if self.reader.ended.is_set():
@@ -222,19 +204,21 @@ class StreamWorker:
             people = self.estimator.detect(frame.image)
             detect_s = time.perf_counter() - t0
             self._lat["detect"].observe(detect_s)
-            self._put_handoff(_Detected(frame, people, detect_s))
+            with self._handoff:
+                self._pending = _Detected(frame, people, detect_s)
+                self._handoff.notify_all()
 
     def _pose_loop(self) -> None:
         while True:
-            try:
-                item = self._handoff.get(timeout=0.2)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            if item is None:
+            with self._handoff:
+                while self._pending is None and not self._detect_done:
+                    self._handoff.wait(0.1)
+                item, self._pending = self._pending, None
+                self._handoff.notify_all()
+            if item is None:  # the detect thread ended and nothing is left
                 return
-            self._process(item)
+            if not self._stop.is_set():
+                self._process(item)
 
     def _process(self, item: _Detected) -> None:
         frame = item.frame
