@@ -14,7 +14,15 @@ onnx           an ONNX file (from :func:`posestream.train.export.export_onnx`) i
                CUDAExecutionProvider when present, else CPU
 onnx-int8      the same, on an int8 (QDQ) file from :func:`posestream.engines.quantize.quantize_int8`
 auto           see :func:`make_engine`
+torch-cuda     the checkpoint in PyTorch on a CUDA GPU: fp16/bf16, channels-last-3d, CUDA graphs
+               (:class:`posestream.engines.action_gpu.TorchCudaEngine`)
+tensorrt       a TensorRT engine built from the ONNX file and cached on disk
+               (:class:`posestream.engines.action_gpu.TensorRTEngine`)
 =============  ==================================================================================
+
+The GPU kinds (:data:`GPU_ENGINE_KINDS`) live in :mod:`posestream.engines.action_gpu`, imported
+only when asked for; without CUDA (or TensorRT) they fall back, with a logged notice, to what
+the machine can run (see :func:`posestream.engines.action_gpu.make_gpu_engine`).
 
 All engines agree with ``torch`` on the same volumes: the fp32 ones within 1e-4 on the
 logits (measured: about 1e-6), the int8 one within a few percent of the logit range.
@@ -47,6 +55,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 ENGINE_KINDS: tuple[str, ...] = ("auto", "torch", "torch-cl3d", "onnx", "onnx-int8")
+#: The GPU engines (posestream.engines.action_gpu); make_engine accepts ALL_ENGINE_KINDS.
+GPU_ENGINE_KINDS: tuple[str, ...] = ("torch-cuda", "tensorrt")
+ALL_ENGINE_KINDS: tuple[str, ...] = ENGINE_KINDS + GPU_ENGINE_KINDS
 
 # ONNX metadata_props written by the exporter and read back by OnnxEngine.
 META_FORMAT = "posestream.format"          # "posestream-onnx"
@@ -356,9 +367,13 @@ class OnnxEngine(ActionEngine):
 
 
 def make_engine(kind: str, path: str | os.PathLike, *, threads: int | None = None,
-                device: str = "auto") -> ActionEngine:
+                device: str = "auto", options: Mapping[str, Any] | None = None) -> ActionEngine:
     """Build an engine by name: ``torch``, ``torch-cl3d`` (a posestream checkpoint), ``onnx``
-    (any posestream ONNX file), ``onnx-int8`` (an int8 ONNX file) or ``auto``.
+    (any posestream ONNX file), ``onnx-int8`` (an int8 ONNX file) or ``auto``; on a GPU
+    ``torch-cuda`` (a checkpoint) or ``tensorrt`` (an ONNX file), built by
+    :func:`posestream.engines.action_gpu.make_gpu_engine` with ``options`` (``precision``,
+    ``max_batch``, ``cache_dir``, ...) and falling back to a CPU engine, with a logged notice,
+    where CUDA is missing (``tensorrt`` without TensorRT: to ``torch-cuda``, see there).
 
     ``auto`` is the fastest CPU engine the file allows, as measured by ``benchmarks/action.py``
     (2 vCPU AMD EPYC, 2 threads, 17 x 48 x 56 x 56, median ms per call at batch 1 / batch 4):
@@ -377,10 +392,14 @@ def make_engine(kind: str, path: str | os.PathLike, *, threads: int | None = Non
     the CPU. Errors (unknown kind, missing or wrong file) are one-line :class:`EngineError`.
     """
     kind_name = str(kind).strip().lower()
-    if kind_name not in ENGINE_KINDS:
-        raise EngineError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
+    if kind_name not in ALL_ENGINE_KINDS:
+        raise EngineError(f"unknown engine {kind!r}; choose one of {', '.join(ALL_ENGINE_KINDS)}")
     source = os.fspath(path)
     _require_file(source)
+    if kind_name in GPU_ENGINE_KINDS:
+        from posestream.engines.action_gpu import make_gpu_engine
+
+        return make_gpu_engine(kind_name, source, threads=threads, device=device, options=options)
     is_onnx = _looks_like_onnx(source)
     if kind_name == "auto":
         if is_onnx:
@@ -467,6 +486,7 @@ def _torch_num_classes(model) -> int:
 
 
 __all__ = [
-    "ENGINE_KINDS", "EngineError", "ActionEngine", "TorchEngine", "OnnxEngine", "make_engine",
+    "ENGINE_KINDS", "GPU_ENGINE_KINDS", "ALL_ENGINE_KINDS", "EngineError", "ActionEngine", "TorchEngine",
+    "OnnxEngine", "make_engine",
     "card_metadata", "card_from_metadata", "read_onnx_metadata",
 ]

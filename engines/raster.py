@@ -277,3 +277,31 @@ def _limb_pairs(limbs: str | LimbLayout | Sequence[Sequence[int]]) -> np.ndarray
     if pairs.ndim != 2 or pairs.shape[1] != 2:
         raise ValueError(f"limbs must be a list of (start, end) keypoint pairs, got shape {pairs.shape}")
     return pairs
+
+
+def make_rasterizer(height: int, width: int, sigma: float = 0.6, limbs: Limbs = None, *, backend: str = "cpu",
+                    **options):
+    """A batch rasterizer by backend: ``"cpu"`` (:class:`Rasterizer`: numpy in, numpy out),
+    ``"cuda"`` (:class:`posestream.engines.raster_cuda.CudaRasterizer`: one kernel launch,
+    torch CUDA tensors out; ``options`` are its ``dtype``, ``device``, ``threads``; raises a
+    one-line RuntimeError where CUDA or CuPy is missing) or ``"auto"`` (CUDA when it can run
+    here, else the CPU, with a logged notice). Both draw the same volumes (within 1e-5).
+    Note the call signatures differ: ``Rasterizer(kp, scores)`` and
+    ``CudaRasterizer(kp_with_scores | (kp, scores), out=None)``."""
+    name = str(backend).strip().lower()
+    if name == "cpu":
+        if options:
+            raise ValueError(f"the cpu rasterizer takes no options, got {', '.join(sorted(options))}")
+        return Rasterizer(height, width, sigma, limbs)
+    if name not in ("cuda", "auto"):
+        raise ValueError(f"backend must be cpu, cuda or auto, got {backend!r}")
+    from posestream.engines import raster_cuda
+
+    if name == "auto":
+        reason = raster_cuda.cuda_unavailable_reason()
+        if reason is not None:
+            import logging
+
+            logging.getLogger(__name__).info("CUDA rasterizer unavailable (%s); rasterizing on the CPU", reason)
+            return Rasterizer(height, width, sigma, limbs)
+    return raster_cuda.CudaRasterizer(height, width, sigma, limbs, **options)

@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames of the sample video to process (default 300; 0 for all)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (webcam default 30)")
     p.add_argument("--model", help="action model: a posestream checkpoint or ONNX file (default: the shipped one)")
-    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8"], help="action engine")
+    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "torch-cuda", "tensorrt"],
+                   help="action engine")
     p.add_argument("--show", action="store_true", help="also show a live window (needs an OpenCV build with GUI)")
     p.add_argument("--http", metavar="HOST:PORT", help="serve status, MJPEG preview and /metrics here")
     p.set_defaults(run=cmd_demo)
@@ -186,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "landmarks for one person")
     p.add_argument("--config", help="run settings (.toml or .json) applied before --preset")
     p.add_argument("--model", help="action model (default: the shipped one)")
-    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8"], help="action engine")
+    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "torch-cuda", "tensorrt"],
+                   help="action engine")
     p.add_argument("--pace", choices=["realtime", "fast"], default="realtime",
                    help="realtime: the video plays at its own rate like a camera, the pipeline drops what it "
                         "cannot take (latency as live); fast: every frame, as fast as processed (throughput)")
@@ -198,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="run settings file (.toml or .json; see posestream.realtime.config)")
     p.add_argument("--model", help="action model: a posestream checkpoint or ONNX file (default: the shipped one)")
-    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "tensorrt"],
-                   help="action engine (default auto)")
+    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "torch-cuda", "tensorrt"],
+                   help="action engine (default auto; the GPU kinds fall back to the CPU with a notice)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where the action engine runs (default cpu)")
     p.add_argument("--pose", choices=["default", "webcam", "surveillance"], help="pose front end preset")
     p.add_argument("--mode", choices=["track", "scene"], help="one window per person (track) or per stream (scene)")
@@ -470,17 +472,10 @@ def _print_run_summary(status: dict, out=sys.stderr) -> None:
         print(f"wrote {path}", file=out)
 
 
-def _engine_kind(args) -> None:
-    if getattr(args, "engine", None) == "tensorrt":
-        raise UsageError("--engine tensorrt: the TensorRT engine is not built yet (see README, not done yet); "
-                         "use auto, torch or onnx")
-
-
 def cmd_run(args) -> int:
     from posestream.realtime.app import run_realtime
     from posestream.realtime.sources import parse_source, probe_source
 
-    _engine_kind(args)
     config = _run_config(args)
     specs = [parse_source(s) for s in args.sources]
     names = [s.name for s in specs]

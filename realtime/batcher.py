@@ -114,7 +114,15 @@ class ActionBatcher:
         self.engine = engine
         self.clip_len, self.size = int(card.clip_len), int(card.size)
         limbs = None if card.heatmap == "joints" else card.limbs
-        self.rasterizer = Rasterizer(self.size, self.size, sigma=float(card.sigma), limbs=limbs)
+        self.rasterizer = None
+        if hasattr(engine, "input_buffer"):
+            # A GPU engine: the CUDA kernel writes the batch straight into the engine's input
+            # tensor (None, with a logged notice, when CuPy/CUDA cannot run it).
+            from posestream.engines.action_gpu import gpu_batch_rasterizer
+
+            self.rasterizer = gpu_batch_rasterizer(engine)
+        if self.rasterizer is None:
+            self.rasterizer = Rasterizer(self.size, self.size, sigma=float(card.sigma), limbs=limbs)
         self.max_batch, self.max_wait_s = int(max_batch), float(max_wait_s)
         self._queue: queue.Queue[WindowJob | None] = queue.Queue(maxsize=int(queue_size))
         self._thread: threading.Thread | None = None

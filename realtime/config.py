@@ -45,8 +45,8 @@ class RunConfig:
     scene_persons: int = 2         #: persons per scene window (NTU's 2)
     # action model
     model: str | None = None       #: checkpoint or ONNX file; None: the shipped default
-    engine: str = "auto"           #: auto, torch, torch-cl3d, onnx, onnx-int8 (tensorrt: see engines)
-    device: str = "cpu"
+    engine: str = "auto"           #: auto, torch, torch-cl3d, onnx, onnx-int8, torch-cuda, tensorrt
+    device: str = "cpu"            #: "cuda": the action engine on the GPU (auto -> torch-cuda)
     engine_threads: int = 1
     max_batch: int = 8
     max_wait_s: float = 0.02

@@ -567,7 +567,14 @@ def load_action_engine(config: RunConfig) -> ActionEngine:
     from posestream.engines.action import make_engine
 
     path = config.model or default_action_model()
-    return make_engine(config.engine, path, threads=config.engine_threads)
+    kind = config.engine
+    if config.device == "cuda" and kind == "auto":
+        kind = "tensorrt" if str(path).lower().endswith(".onnx") else "torch-cuda"
+    device = "auto" if kind in ("torch-cuda", "tensorrt") else config.device
+    if config.device == "cuda" and kind in ("onnx", "onnx-int8"):
+        device = "cuda"
+    return make_engine(kind, path, threads=config.engine_threads, device=device,
+                       options={"max_batch": max(32, config.max_batch)} if kind in ("torch-cuda", "tensorrt") else None)
 
 
 def default_action_model() -> str:

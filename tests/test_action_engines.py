@@ -150,8 +150,8 @@ def _one_line(excinfo) -> str:
 
 
 def test_bad_names_and_files_give_one_line_errors(models, tmp_path):
-    with pytest.raises(EngineError, match="unknown engine 'tensorrt'; choose one of auto, torch") as e:
-        make_engine("tensorrt", models["onnx"])
+    with pytest.raises(EngineError, match="unknown engine 'tensorrt-int4'; choose one of auto, torch") as e:
+        make_engine("tensorrt-int4", models["onnx"])
     _one_line(e)
     for kind in ENGINE_KINDS:
         with pytest.raises(EngineError, match="nope.onnx: no such file") as e:
