@@ -49,7 +49,7 @@ class RunConfig:
     device: str = "cpu"            #: "cuda": the action engine on the GPU (auto -> torch-cuda)
     engine_threads: int = 1
     max_batch: int = 8
-    max_wait_s: float = 0.02
+    max_wait_s: float = 0.005      #: a window waits at most this long for others to share its batch
     # labels and events
     smooth_alpha: float = 0.6      #: weight of the newest window in the label's moving average
     smooth_margin: float = 0.1     #: hysteresis of the displayed label

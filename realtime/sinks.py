@@ -30,11 +30,11 @@ import hmac
 import html
 import http.client
 import ipaddress
+import collections
 import json
 import logging
 import math
 import os
-import queue
 import secrets
 import socket
 import socketserver
@@ -74,7 +74,6 @@ WARN_EVERY_S = 10.0
 SINK_DROPPED = "posestream_sink_dropped_total"
 SINK_DROPPED_HELP = "items a sink dropped (queue full, closed, or abandoned at shutdown)"
 
-_STOP = object()  # the sentinel that ends a writer thread, queued behind everything else
 
 
 class SinkError(ValueError):
@@ -144,19 +143,27 @@ class _RateLimitedWarning:
 
 class _QueuedSink:
     """A bounded queue drained by one thread that calls ``_handle(item)`` for each item and
-    ``_finish()`` once at the end (both on that thread, which owns the sink's I/O state)."""
+    ``_finish()`` once at the end (both on that thread, which owns the sink's I/O state).
+
+    The producer side takes no lock: ``_offer`` is one ``deque.append`` (atomic in CPython)
+    and ``close()`` sets a flag and waits on an Event. A Ctrl-C (KeyboardInterrupt) landing in
+    the middle of ``write()`` in a script's main thread can therefore never leave a lock held
+    that ``close()`` in its ``finally`` would then wait on forever (with ``queue.Queue`` that
+    happened, rarely, under load). The consumer polls every few milliseconds when idle."""
+
+    _IDLE_POLL_S = 0.005
 
     def __init__(self, kind: str, name: str, queue_size: int, metrics: Metrics | None):
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise SinkError(f"{kind} sink {name}: queue_size must be an int >= 1, got {queue_size!r}")
         self.kind = kind
         self.name = name
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        # Guards _closed, _stop_queued and _dropped: several producer threads may put, and
-        # close() may race them.
-        self._lock = threading.Lock()
+        self._items: collections.deque = collections.deque()
+        self._maxsize = queue_size
         self._closed = False
-        self._stop_queued = False
+        # Guards _dropped only (several producer threads may count at once); close() never
+        # takes it.
+        self._lock = threading.Lock()
         self._dropped = 0
         self._dropped_metric = (metrics.counter(SINK_DROPPED, SINK_DROPPED_HELP, sink=name)
                                 if metrics is not None else None)
@@ -175,16 +182,16 @@ class _QueuedSink:
     # -- producer side ---------------------------------------------------------------------
 
     def _offer(self, item: Any) -> bool:
-        with self._lock:
-            closed = self._closed
-            if not closed:
-                try:
-                    self._queue.put_nowait(item)
-                    return True
-                except queue.Full:
-                    pass
-        self._count_drop("sink closed" if closed else "queue full")
-        return False
+        if self._closed:
+            self._count_drop("sink closed")
+            return False
+        # Several producers may each pass this check at once: the queue can exceed its bound
+        # by at most the number of producer threads.
+        if len(self._items) >= self._maxsize:
+            self._count_drop("queue full")
+            return False
+        self._items.append(item)
+        return True
 
     def _count_drop(self, why: str) -> None:
         with self._lock:
@@ -196,33 +203,19 @@ class _QueuedSink:
 
     @property
     def dropped(self) -> int:
-        with self._lock:
-            return self._dropped
+        return self._dropped
 
     @property
     def closed(self) -> bool:
-        with self._lock:
-            return self._closed
+        return self._closed
+
+    def _qsize(self) -> int:
+        return len(self._items)
 
     def _close(self, timeout: float | None) -> bool:
         """Stop taking items, let the thread drain the queue and finish; True when it did
         within ``timeout`` (None: wait for it)."""
-        with self._lock:
-            self._closed = True
-            queue_stop = not self._stop_queued
-            self._stop_queued = True
-        if queue_stop:
-            try:
-                # Nothing new can be queued now, so this waits at most for one slot to drain.
-                self._queue.put(_STOP, timeout=timeout)
-            except BaseException as exc:  # not queued after all: a later close() tries again
-                with self._lock:
-                    self._stop_queued = False
-                if not isinstance(exc, queue.Full):
-                    raise
-                log.error("%s sink %s: its thread did not drain the queue within %.1f s",
-                          self.kind, self.name, timeout)
-                return False
+        self._closed = True
         if not self._finished.wait(timeout):
             log.error("%s sink %s: its thread did not finish within %.1f s", self.kind, self.name, timeout)
             return False
@@ -234,9 +227,15 @@ class _QueuedSink:
     def _run(self) -> None:
         try:
             while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    return
+                try:
+                    item = self._items.popleft()
+                except IndexError:
+                    if self._closed:
+                        if not self._items:  # a producer may have appended just before closing
+                            return
+                        continue
+                    time.sleep(self._IDLE_POLL_S)
+                    continue
                 try:
                     self._handle(item)
                 except Exception:  # a bad item must not end the thread (and stall close())
@@ -358,7 +357,7 @@ class VideoSink(_QueuedSink):
             self._close(timeout)
         except KeyboardInterrupt:
             log.warning("%s: finishing the video file before stopping (%d frames queued)", self.path,
-                        self._queue.qsize())
+                        self._qsize())
             self._close(timeout)
             raise
         return self._result
@@ -371,7 +370,7 @@ class VideoSink(_QueuedSink):
     def stats(self) -> dict[str, Any]:
         return {"path": os.fspath(self.path), "frames_written": self._frames_written,
                 "frames_dropped": self.dropped, "frames_failed": self._frames_failed,
-                "queued": self._queue.qsize(), "size": self._size, "closed": self.closed}
+                "queued": self._qsize(), "size": self._size, "closed": self.closed}
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -513,7 +512,7 @@ class EventLog(_QueuedSink):
 
     def stats(self) -> dict[str, Any]:
         return {"path": None if self.path is None else os.fspath(self.path), "lines_written": self._lines_written,
-                "dropped": self.dropped, "failed": self._failed, "queued": self._queue.qsize()}
+                "dropped": self.dropped, "failed": self._failed, "queued": self._qsize()}
 
     def _handle(self, line: str) -> None:
         try:
@@ -604,7 +603,7 @@ class WebhookSink(_QueuedSink):
 
     def stats(self) -> dict[str, Any]:
         with self._count_lock:
-            return {"url": self.where, **self._counts, "dropped": self.dropped, "queued": self._queue.qsize(),
+            return {"url": self.where, **self._counts, "dropped": self.dropped, "queued": self._qsize(),
                     "last_error": self._last_error}
 
     # -- the sender thread -----------------------------------------------------------------
