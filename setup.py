@@ -53,7 +53,7 @@ setup(
     ],
     # The pose front end's converted networks (see engines/models/MODEL_CARD.md).
     package_data={
-        "posestream.engines": ["models/*.onnx", "models/*.json", "models/*.md", "models/LICENSE", "models/NOTICE",
+        "posestream.engines": ["models/*.onnx", "models/*.pth", "models/*.json", "models/*.md", "models/LICENSE", "models/NOTICE",
                                # the CUDA rasterizer's source, compiled at run time with NVRTC
                                "kernels/*.cu"],
         # PYSKL-format training configs, runnable by name (posestream train ntu60_xsub_joint).

@@ -257,10 +257,14 @@ class StreamWorker:
         for key in list(self._since_window):
             if key != "scene" and key not in active:
                 del self._since_window[key]
+        # Only tracks seen in this frame get a window: a track the tracker lost keeps its
+        # history for a while, but a window ending in an old skeleton says nothing new (and its
+        # label would be late by the time it was lost).
+        seen = [k for k in sorted(active) if self.tracks.history(k).last_seen == frame.t_capture]
         if cfg.mode == "scene":
-            keys = ["scene"] if active else []
+            keys = ["scene"] if seen else []
         else:
-            keys = sorted(active)
+            keys = seen
         for key in keys:
             since = self._since_window.get(key, cfg.stride) + 1
             self._since_window[key] = since
@@ -410,7 +414,10 @@ class Runtime:
 
     def start(self) -> "Runtime":
         self.t_start = time.monotonic()
-        self.engine.warmup(1)
+        # Every batch size once: ONNX Runtime plans memory per input shape, and a first call at
+        # a new batch size took hundreds of ms (it showed as the tail of frame-to-label latency).
+        for batch in range(1, self.config.max_batch + 1):
+            self.engine.warmup(batch)
         self.batcher.start()
         self._events_thread = threading.Thread(target=self._events_loop, name="events", daemon=True)
         self._events_thread.start()
