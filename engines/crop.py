@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 __all__ = [
+    "as_pair",
     "uniform_clip_indices",
     "uniform_sample_indices",
     "compact_box",
@@ -42,7 +43,8 @@ __all__ = [
 Box = tuple[int, int, int, int]
 
 
-def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
+def as_pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
+    """``x`` -> ``(x, x)``; a pair stays a pair (as floats); anything else is a ValueError."""
     if isinstance(value, numbers.Real):
         return float(value), float(value)
     pair = tuple(float(v) for v in value)
@@ -105,7 +107,7 @@ def uniform_sample_indices(num_frames: int, clip_len: int, num_clips: int = 1, s
     if num_frames < 1 or clip_len < 1 or num_clips < 1:
         raise ValueError(f"num_frames, clip_len and num_clips must be >= 1, "
                          f"got {num_frames}, {clip_len}, {num_clips}")
-    interval = _pair(p_interval, "p_interval")
+    interval = as_pair(p_interval, "p_interval")
     if seed is None:  # fresh entropy: nothing to cache
         return _test_indices.__wrapped__(num_frames, clip_len, num_clips, None, interval)
     return _test_indices(num_frames, clip_len, num_clips, int(seed), interval)
@@ -161,7 +163,7 @@ def compact_box(keypoint: np.ndarray, padding: float = 0.25, threshold: float = 
     half_w = (max_x - min_x) / 2 * (1 + padding)
     half_h = (max_y - min_y) / 2 * (1 + padding)
     if hw_ratio is not None:
-        low, high = _pair(hw_ratio, "hw_ratio")
+        low, high = as_pair(hw_ratio, "hw_ratio")
         half_h = max(low * half_w, half_h)
         half_w = max(1 / high * half_h, half_w)
     x0, x1 = center_x - half_w, center_x + half_w

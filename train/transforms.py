@@ -35,6 +35,7 @@ from typing import Any, Union
 import numpy as np
 
 from posestream.engines.crop import (
+    as_pair,
     compact_box,
     crop_keypoints,
     rescale_size,
@@ -83,15 +84,6 @@ def _combine_quadruple(outer: Sequence[float], inner: Sequence[float]) -> tuple[
             outer[2] * inner[2], outer[3] * inner[3])
 
 
-def _as_pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
-    if isinstance(value, numbers.Real):
-        return float(value), float(value)
-    pair = tuple(float(v) for v in value)
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be a number or a pair, got {value!r}")
-    return pair
-
-
 # ----------------------------------------------------------------------------------------------
 # 1. Temporal sampling
 
@@ -128,7 +120,7 @@ class UniformSampleFrames:
             raise ValueError(f"clip_len must be a positive integer, got {clip_len!r}")
         if int(num_clips) != num_clips or num_clips < 1:
             raise ValueError(f"num_clips must be a positive integer, got {num_clips!r}")
-        low, high = _as_pair(p_interval, "p_interval")
+        low, high = as_pair(p_interval, "p_interval")
         if not 0 < low <= high <= 1:
             raise ValueError(f"p_interval must lie in (0, 1] with low <= high, got {p_interval!r}")
         self.clip_len = int(clip_len)
@@ -215,7 +207,7 @@ class PoseCompact:
             raise ValueError(f"padding must be >= 0, got {padding}")
         self.padding = padding
         self.threshold = threshold
-        self.hw_ratio = None if hw_ratio is None else _as_pair(hw_ratio, "hw_ratio")
+        self.hw_ratio = None if hw_ratio is None else as_pair(hw_ratio, "hw_ratio")
         self.allow_imgpad = allow_imgpad
 
     def __call__(self, results: Results) -> Results:
@@ -303,8 +295,8 @@ class RandomResizedCrop:
 
     def __init__(self, area_range: tuple[float, float] = (0.08, 1.0),
                  aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3), rng: RngLike = None):
-        area_range = _as_pair(area_range, "area_range")
-        aspect_ratio_range = _as_pair(aspect_ratio_range, "aspect_ratio_range")
+        area_range = as_pair(area_range, "area_range")
+        aspect_ratio_range = as_pair(aspect_ratio_range, "aspect_ratio_range")
         if not 0 < area_range[0] <= area_range[1] <= 1:
             raise ValueError(f"area_range must satisfy 0 < low <= high <= 1, got {area_range}")
         if not 0 < aspect_ratio_range[0] <= aspect_ratio_range[1]:
