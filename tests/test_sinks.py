@@ -160,9 +160,14 @@ def test_interrupted_run_still_leaves_a_playable_file(tmp_path):
 
 
 CTRL_C_CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     import numpy as np
     from posestream.realtime.sinks import VideoSink
+
+    # A process started with SIGINT ignored (inherited from its parent, as a child of some test
+    # runners is) never gets a KeyboardInterrupt: restore Python's default, as a shell would.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     w, h = int(sys.argv[2]), int(sys.argv[3])
     sink = VideoSink(sys.argv[1], fps=25)

@@ -88,7 +88,7 @@ DATASETS = {
     "ucf101": ("data/ucf101/ucf101_hrnet.pkl", 101, "train1", "test1", 0.01, 3e-4, 16, "Step", 12, 56),
     "hmdb51": ("data/hmdb51/hmdb51_hrnet.pkl", 51, "train1", "test1", 0.01, 1e-4, 16, "Step", 12, 56),
 }
-SHIPPED = [f"{d}_{m}" for d in DATASETS for m in ("joint", "limb")] + ["synthetic_x3d_s"]
+SHIPPED = [f"{d}_{m}" for d in DATASETS for m in ("joint", "limb")] + ["synthetic_x3d_s", "synthetic_x3d_s_ft"]
 
 
 def test_the_shipped_configs_are_the_expected_ones():
@@ -98,7 +98,7 @@ def test_the_shipped_configs_are_the_expected_ones():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_config_translates_to_the_papers_setting(name):
     cfg = load_config(name)
-    if name == "synthetic_x3d_s":
+    if name.startswith("synthetic_x3d_s"):
         from posestream.train.data.synthetic import ACTIONS
 
         assert (cfg.arch, cfg.num_classes, cfg.heatmap, cfg.in_channels) == ("x3d_s", len(ACTIONS), "joints", 17)
@@ -106,6 +106,9 @@ def test_shipped_config_translates_to_the_papers_setting(name):
         assert (cfg.train.ann_file, cfg.train.split, cfg.val.split) == ("data/synthetic.pkl", "train", "val")
         assert cfg.batch_size <= 16 and cfg.clip_len <= 48
         assert cfg.precise_bn == {"num_batches": 50} and cfg.optimizer["type"] == "AdamW"
+        if name == "synthetic_x3d_s_ft":  # stage 2 of the shipped model: from stage 1's weights
+            assert cfg.load_from == "work_dirs/posestream/synthetic_x3d_s/epoch_10.pth"
+            assert (cfg.optimizer["lr"], cfg.total_epochs) == (3e-4, 8)
         return
     dataset, modality = name.rsplit("_", 1)
     ann_file, classes, train_split, test_split, lr, wd, batch, policy, epochs, size = DATASETS[dataset]
