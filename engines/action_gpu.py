@@ -220,7 +220,25 @@ class _Graph:
         self.graph, self.static_in, self.static_out = graph, static_in, static_out
 
 
-class TorchCudaEngine(ActionEngine):
+class _GpuEngine(ActionEngine):
+    """What both GPU engines share: numpy (or CPU tensor) input goes up through the engine's
+    pinned staging buffer, CUDA tensors are used as they are, and ``predict_torch`` (each
+    engine's own) runs the batch on the GPU."""
+
+    def predict(self, volumes) -> np.ndarray:
+        import torch
+
+        self._check_batch(volumes)
+        if isinstance(volumes, torch.Tensor) and volumes.is_cuda:
+            x = volumes
+        else:
+            if isinstance(volumes, torch.Tensor):
+                volumes = volumes.detach().numpy()
+            x = self._staging.upload(_as_float32(volumes))
+        return self.predict_torch(x).cpu().numpy()
+
+
+class TorchCudaEngine(_GpuEngine):
     """A posestream model in PyTorch on a CUDA device, the no-TensorRT GPU path.
 
     ``model``: a posestream checkpoint path or an ``nn.Module`` (with ``card`` to say how to
@@ -452,18 +470,6 @@ class TorchCudaEngine(ActionEngine):
         outs = [self._run(x[i:i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
-    def predict(self, volumes) -> np.ndarray:
-        import torch
-
-        self._check_batch(volumes)
-        if isinstance(volumes, torch.Tensor) and volumes.is_cuda:
-            x = volumes
-        else:
-            if isinstance(volumes, torch.Tensor):
-                volumes = volumes.detach().numpy()
-            x = self._staging.upload(_as_float32(volumes))
-        return self.predict_torch(x).cpu().numpy()
-
     def _run(self, x: "torch.Tensor") -> "torch.Tensor":
         import torch
 
@@ -535,7 +541,7 @@ def _onnx_io(path: str) -> tuple[list[tuple[str, list[int | None]]], list[str], 
     return inputs, outputs, {p.key: p.value for p in model.metadata_props}
 
 
-class TensorRTEngine(ActionEngine):
+class TensorRTEngine(_GpuEngine):
     """A TensorRT engine built from a posestream ONNX export (TensorRT 10 Python API).
 
     ``onnx_path``: the ``.onnx`` file (its metadata holds the model card). ``precision``:
@@ -767,18 +773,6 @@ class TensorRTEngine(ActionEngine):
                                   f"{self.fixed_batch}, got {part.shape[0]} volumes")
             outs.append(self._run(part))
         return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-    def predict(self, volumes) -> np.ndarray:
-        import torch
-
-        self._check_batch(volumes)
-        if isinstance(volumes, torch.Tensor) and volumes.is_cuda:
-            x = volumes
-        else:
-            if isinstance(volumes, torch.Tensor):
-                volumes = volumes.detach().numpy()
-            x = self._staging.upload(_as_float32(volumes))
-        return self.predict_torch(x).cpu().numpy()
 
     def _run(self, x: "torch.Tensor") -> "torch.Tensor":
         import torch
