@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of subjects held out for validation")
     p.add_argument("--bystander-prob", type=float, default=0.25, help="chance of a second person in a clip")
+    p.add_argument("--extra-train-clips", type=int, default=0,
+                   help="further clips, by new subjects, for the train split only (the val split stays that of "
+                        "--clips and --seed)")
     p.add_argument("--list", action="store_true", help="print the available actions and exit")
     p.set_defaults(run=cmd_synth)
 
@@ -254,9 +257,12 @@ def cmd_synth(args) -> int:
             raise UsageError(f"unknown action(s) {', '.join(unknown)}; known: {', '.join(ACTIONS)}")
     if args.clips < 1:
         raise UsageError(f"--clips must be at least 1, got {args.clips}")
+    if args.extra_train_clips < 0:
+        raise UsageError(f"--extra-train-clips must be at least 0, got {args.extra_train_clips}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     data = generate_dataset(args.clips, classes=classes, seed=args.seed, val_fraction=args.val_fraction,
-                            bystander_prob=args.bystander_prob, progress=True)
+                            bystander_prob=args.bystander_prob, progress=True,
+                            extra_train_clips=args.extra_train_clips)
     save_dataset(args.out, data)
     sizes = ", ".join(f"{name} {len(members)}" for name, members in data["split"].items())
     print(f"wrote {args.out}: {len(data['annotations'])} clips of {len(data['class_names'])} actions ({sizes})")

@@ -138,6 +138,14 @@ def test_synth_and_show_clip(tmp_path, capsys):
     capsys.readouterr()
     assert main(["synth", "--classes", "flying", "--out", str(tmp_path / "x.pkl")]) == 2
     assert "flying" in capsys.readouterr().err
+    more = tmp_path / "more.pkl"
+    assert main(["synth", "--clips", "12", "--classes", "falling,walking,waving", "--seed", "3",
+                 "--extra-train-clips", "6", "--out", str(more)]) == 0
+    grown = load_dataset(more)
+    assert grown.split["val"] == dataset.split["val"]
+    assert len(grown.split["train"]) == len(dataset.split["train"]) + 6
+    assert main(["synth", "--extra-train-clips", "-1", "--out", str(tmp_path / "y.pkl")]) == 2
+    assert "--extra-train-clips" in capsys.readouterr().err
 
 
 def test_pose_command_on_real_footage(tmp_path, capsys):

@@ -125,6 +125,27 @@ def test_dataset_split_by_subject_and_round_trip(tmp_path):
         assert split["val"] or n == 1
 
 
+def test_extra_train_clips_keep_the_val_split_and_add_only_new_subjects():
+    base = syn.generate_dataset(30, seed=4, bystander_prob=0.0, progress=False)
+    more = syn.generate_dataset(30, seed=4, bystander_prob=0.0, progress=False, extra_train_clips=26)
+    # val (names and arrays) and the original train clips are exactly those of the base dataset
+    assert more["split"]["val"] == base["split"]["val"] and base["split"]["val"]
+    assert more["split"]["train"][:len(base["split"]["train"])] == base["split"]["train"]
+    for a, b in zip(base["annotations"], more["annotations"]):
+        assert a["frame_dir"] == b["frame_dir"] and a["keypoint"].tobytes() == b["keypoint"].tobytes()
+    extra = more["annotations"][30:]
+    assert len(extra) == 26 and [c["frame_dir"] for c in extra] == more["split"]["train"][-26:]
+    old_subjects = {c["subject"] for c in base["annotations"]}
+    new_subjects = [c["subject"] for c in extra]
+    assert not set(new_subjects) & old_subjects
+    # each new subject performs the classes in turn, so the extra clips stay balanced
+    assert len(set(new_subjects)) == 3 and new_subjects.count(new_subjects[0]) == 12
+    assert np.bincount([c["label"] for c in extra[:24]]).tolist() == [2] * 12
+    validate_dataset(more, num_classes=len(syn.ACTIONS))
+    with pytest.raises(ValueError, match="extra_train_clips"):
+        syn.generate_dataset(4, progress=False, extra_train_clips=-1)
+
+
 # --------------------------------------------------------------------------------------------
 # Motion in 3D
 # --------------------------------------------------------------------------------------------

@@ -1650,7 +1650,7 @@ def generate_clip(action: str | int, rng: np.random.Generator | int | None = Non
 
 def generate_dataset(num_clips: int, classes: Sequence[str] | None = None, seed: int = 0,
                      val_fraction: float = 0.2, bystander_prob: float = 0.25, progress: bool = True,
-                     num_subjects: int | None = None) -> dict:
+                     num_subjects: int | None = None, extra_train_clips: int = 0) -> dict:
     """A synthetic dataset dict ready for ``save_dataset``: ``split`` (``train``/``val`` lists
     of frame_dir), ``annotations`` (the clips) and ``class_names`` (a top-level copy of the
     class tuple, which ``save_dataset`` drops; each clip carries it too).
@@ -1662,6 +1662,11 @@ def generate_dataset(num_clips: int, classes: Sequence[str] | None = None, seed:
     two subjects with clips) go to ``val``, and their clips never appear in ``train``. Clip
     ``i`` depends only on ``seed``, ``i`` and its subject, so the same arguments give
     byte-identical arrays.
+
+    ``extra_train_clips`` adds that many clips to ``train`` only, performed by further, new
+    subjects (each performing every class in turn), after the ``num_clips`` clips: more training
+    data with the ``val`` split exactly that of the same arguments without it. Extra clip ``j``
+    is drawn as clip ``num_clips + j`` would be, so it too depends only on the arguments.
     """
     classes = _resolve_classes(classes)
     if not isinstance(num_clips, (int, np.integer)) or num_clips < 1:
@@ -1671,6 +1676,8 @@ def generate_dataset(num_clips: int, classes: Sequence[str] | None = None, seed:
     k = len(classes)
     if num_subjects is not None and (not isinstance(num_subjects, (int, np.integer)) or num_subjects < 1):
         raise ValueError(f"num_subjects must be a positive int, got {num_subjects!r}")
+    if not isinstance(extra_train_clips, (int, np.integer)) or extra_train_clips < 0:
+        raise ValueError(f"extra_train_clips must be an int >= 0, got {extra_train_clips!r}")
     n_subj = int(num_subjects) if num_subjects else max(math.ceil(num_clips / k), min(num_clips, 10))
     blocks = math.ceil(num_clips / k)
     # each subject performs whole blocks of one clip per class; with fewer blocks than
@@ -1681,9 +1688,12 @@ def generate_dataset(num_clips: int, classes: Sequence[str] | None = None, seed:
         min(len(used) - 1, max(1, int(round(len(used) * val_fraction))))
     order = np.random.default_rng([seed, 0]).permutation(len(used))
     val_subjects = {used[int(i)] for i in order[:n_val]}
-    subjects = [sample_subject(np.random.default_rng([seed, 1, i]), f"S{i:04d}") for i in range(n_subj)]
+    # the extra clips' subjects come after the n_subj of the main clips: none of them is in val
+    n_extra_subj = math.ceil(extra_train_clips / k)
+    subject_of += [n_subj + j // k for j in range(extra_train_clips)]
+    subjects = [sample_subject(np.random.default_rng([seed, 1, i]), f"S{i:04d}") for i in range(n_subj + n_extra_subj)]
 
-    iterator = range(num_clips)
+    iterator = range(num_clips + extra_train_clips)
     if progress:
         from tqdm import tqdm
 
