@@ -58,6 +58,7 @@ def test_validation_accuracy_is_what_the_card_says(recipe_data, tmp_path, num_cl
                       progress=False, drop_probs=[1.0])
     top1 = 100 * result["top1"]
     assert top1 == pytest.approx(_card_number(label), abs=0.05)
+    assert top1 >= 90.0  # the target for the shipped X3D-s
     # robustness (paper Table 7): one limb keypoint dropped in every frame costs <= 2 points
     drop = [r for r in result["robustness"]["rows"] if r["p"] == 1.0][0]
     assert top1 - 100 * drop["top1"] <= 2.0
@@ -78,4 +79,4 @@ def test_the_onnx_model_gives_the_checkpoints_answers(recipe_data):
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(volumes)).numpy()
     got = make_engine("onnx", ONNX).predict(volumes)
-    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(got, expected, atol=3e-4)  # as the recipe's `export --atol 3e-4`
