@@ -1666,7 +1666,7 @@ def generate_dataset(num_clips: int, classes: Sequence[str] | None = None, seed:
     ``extra_train_clips`` adds that many clips to ``train`` only, performed by further, new
     subjects (each performing every class in turn), after the ``num_clips`` clips: more training
     data with the ``val`` split exactly that of the same arguments without it. Extra clip ``j``
-    is drawn as clip ``num_clips + j`` would be, so it too depends only on the arguments.
+    draws from clip ``num_clips + j``'s random stream, so it too depends only on the arguments.
     """
     classes = _resolve_classes(classes)
     if not isinstance(num_clips, (int, np.integer)) or num_clips < 1:
