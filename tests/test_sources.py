@@ -443,7 +443,9 @@ def test_rtsp_server_that_starts_late(rtsp_ready):
             assert reader.health == "retrying" and reader.frames_read == 0
             server.start()
             frame = reader.get(timeout=10)
-            assert frame is not None and frame.index == 0, reader.stats()
+            # the first frames of the stream; on a busy CPU the slot may already hold a later one,
+            # and then every frame before it was counted as dropped, none silently lost
+            assert frame is not None and frame.index <= reader.stats()["frames_dropped"], reader.stats()
             assert reader.health == "live" and reader.reconnects == 1
     finally:
         server.kill()
