@@ -59,6 +59,14 @@ setup(
         # PYSKL-format training configs, runnable by name (posestream train ntu60_xsub_joint).
         "posestream.train": ["configs/*.py", "configs/label_maps/*.txt"],
     },
-    extras_require={"test": ["pytest>=7"], "tensorboard": ["tensorboard>=2.10"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        "tensorboard": ["tensorboard>=2.10"],
+        # physics falls for `posestream synth` (train/data/ragdoll.py): MuJoCo simulates the CMU
+        # humanoid of dm-control. Only dm-control's model file is used, and its own dependencies
+        # (labmaze, glfw, PyOpenGL, ...) are not needed: install it with
+        # `pip install --no-deps dm-control==1.0.50` (tested with mujoco 4.0.0).
+        "synth": ["mujoco>=3.2"],
+    },
     entry_points={"console_scripts": ["posestream=posestream.cli:main"]},
 )

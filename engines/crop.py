@@ -16,7 +16,9 @@ may import), and the transforms call it:
 - :func:`compact_box` and :func:`crop_keypoints`: PYSKL's ``PoseCompact`` box and shift;
 - :func:`rescale_size` and :func:`resize_factor`: PYSKL's ``Resize`` sizes and keypoint factor;
 - :func:`window_to_grid`: ``PoseCompact(allow_imgpad=True) + Resize((size, size),
-  keep_ratio=False)`` in one vectorized pass, as the realtime windows use it.
+  keep_ratio=False)`` in one vectorized pass, as the realtime windows use it;
+- :func:`window_span`: which of a track's processed frames a realtime window holds (the
+  runtime cuts its windows with it, and training cuts its "served" windows with it too).
 
 PYSKL's convention that an x or y of exactly 0 means "missing" holds throughout: such a
 coordinate is ignored by the box and stays 0 when the others are shifted and scaled.
@@ -38,6 +40,7 @@ __all__ = [
     "rescale_size",
     "resize_factor",
     "window_to_grid",
+    "window_span",
 ]
 
 Box = tuple[int, int, int, int]
@@ -241,3 +244,18 @@ def window_to_grid(keypoint: np.ndarray, score: np.ndarray, size: int, *, img_sh
         frame = (box[3] - box[1], box[2] - box[0])
     kp *= resize_factor(frame, (size, size))  # kp is our own array here
     return kp, np.asarray(score, dtype=np.float32)
+
+
+def window_span(t_capture: np.ndarray, observed: np.ndarray, t_from: float, t_to: float) -> tuple[int, int, int]:
+    """Which frames of a track a window ``[t_from, t_to]`` (capture times) holds: ``(lo, hi,
+    n_observed)`` such that frames ``lo .. hi - 1`` run from the first to the last *observed*
+    frame with ``t_from <= t_capture <= t_to`` (the unobserved frames between them included:
+    they hold zeros, as PYSKL stores a missing person), ``n_observed`` of them observed;
+    ``lo == hi`` when none was. ``t_capture`` ``[N]`` must be sorted (oldest first) and
+    ``observed`` ``[N]`` says which frames had a skeleton."""
+    t = np.asarray(t_capture)
+    lo, hi = int(np.searchsorted(t, t_from, side="left")), int(np.searchsorted(t, t_to, side="right"))
+    seen = np.flatnonzero(np.asarray(observed)[lo:hi])
+    if not seen.size:
+        return lo, lo, 0
+    return lo + int(seen[0]), lo + int(seen[-1]) + 1, int(seen.size)

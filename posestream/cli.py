@@ -57,11 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", "--num-clips", dest="clips", type=int, default=2000, help="number of clips (default 2000)")
     p.add_argument("--classes", help="comma-separated action names (default: all; see --list)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of subjects held out for validation")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="share of subjects held out for validation (default 0.2; 0.1 with --families)")
     p.add_argument("--bystander-prob", type=float, default=0.25, help="chance of a second person in a clip")
     p.add_argument("--extra-train-clips", type=int, default=0,
                    help="further clips, by new subjects, for the train split only (the val split stays that of "
                         "--clips and --seed)")
+    p.add_argument("--families", action="store_true",
+                   help="the shipped models' dataset: every body, style, camera and fall family, windows cut "
+                        "as the runtime cuts them, and held-out families with their own validation splits")
+    p.add_argument("--holdout", default=None,
+                   help="with --families: KEY=VALUE,... families kept out of training (keys camera, body, style, "
+                        "fall; default camera=corner,body=large,style=shuffle,fall=push; 'none' for none)")
+    p.add_argument("--holdout-clips", type=int, default=240, help="with --families: clips per held-out family")
+    p.add_argument("--served-share", type=float, default=0.6,
+                   help="with --families: share of training samples that are served windows (the rest whole clips)")
+    p.add_argument("--workers", type=int, default=1, help="processes that make the clips (the result is the same)")
     p.add_argument("--list", action="store_true", help="print the available actions and exit")
     p.set_defaults(run=cmd_synth)
 
@@ -98,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("test", help="evaluate a checkpoint: top-1/top-5/mean class, confusion, robustness")
     add_test_arguments(p)
     p.set_defaults(run=cmd_test)
+
+    p = commands.add_parser("calibrate", help="fit a temperature on held-out data (ECE before/after) and the "
+                                              "confidence below which the runtime shows no label")
+    p.add_argument("config", help="a config file or a shipped config's name (its test data holds the splits)")
+    p.add_argument("checkpoint", help="the posestream checkpoint (.pth) to calibrate")
+    p.add_argument("--split", action="append", required=True, help="split(s) to fit on (repeat for several)")
+    p.add_argument("--report-split", action="append", default=[], help="further split(s) to report on only")
+    p.add_argument("--target-precision", type=float, default=0.9,
+                   help="labels shown must be right this often on the fitting data (default 0.9)")
+    p.add_argument("--write", action="store_true", help="store temperature and min_confidence in the checkpoint")
+    p.add_argument("--json", help="also write the report to this JSON file")
+    p.add_argument("--trust-pickle", action="store_true", help="load the dataset with the unrestricted unpickler")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
+    p.set_defaults(run=cmd_calibrate)
 
     p = commands.add_parser("fuse", help="late fusion of saved test scores (e.g. joint + limb)")
     add_fuse_arguments(p)
@@ -259,10 +284,34 @@ def cmd_synth(args) -> int:
         raise UsageError(f"--clips must be at least 1, got {args.clips}")
     if args.extra_train_clips < 0:
         raise UsageError(f"--extra-train-clips must be at least 0, got {args.extra_train_clips}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    data = generate_dataset(args.clips, classes=classes, seed=args.seed, val_fraction=args.val_fraction,
-                            bystander_prob=args.bystander_prob, progress=True,
-                            extra_train_clips=args.extra_train_clips)
+    if args.families:
+        from posestream.train.data.served import generate_families_dataset
+
+        holdout = None
+        if args.holdout is not None:
+            holdout = {}
+            for item in filter(None, (x.strip() for x in args.holdout.split(","))):
+                if item == "none":
+                    continue
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise UsageError(f"--holdout {args.holdout}: expected KEY=VALUE,..., got {item!r}")
+                holdout[key.strip()] = value.strip()
+        try:
+            data = generate_families_dataset(
+                args.clips, seed=args.seed, holdout=holdout, served_share=args.served_share,
+                val_fraction=0.1 if args.val_fraction is None else args.val_fraction,
+                holdout_clips=args.holdout_clips, classes=classes or ACTIONS, progress=True, workers=args.workers)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        data = generate_dataset(args.clips, classes=classes, seed=args.seed,
+                                val_fraction=0.2 if args.val_fraction is None else args.val_fraction,
+                                bystander_prob=args.bystander_prob, progress=True,
+                                extra_train_clips=args.extra_train_clips)
     save_dataset(args.out, data)
     sizes = ", ".join(f"{name} {len(members)}" for name, members in data["split"].items())
     print(f"wrote {args.out}: {len(data['annotations'])} clips of {len(data['class_names'])} actions ({sizes})")
@@ -302,6 +351,33 @@ def cmd_train(args) -> int:
     from posestream.train.trainer import run_train
 
     return run_train(args)
+
+
+def cmd_calibrate(args) -> int:
+    from posestream.files import atomic_write
+    from posestream.train.calibrate import calibrate
+    from posestream.train.config import load_config, parse_cfg_options
+
+    if not 0 < args.target_precision <= 1:
+        raise UsageError(f"--target-precision must be in (0, 1], got {args.target_precision}")
+    try:
+        config = load_config(args.config, parse_cfg_options(args.cfg_options))
+        report = calibrate(config, args.checkpoint, args.split, args.report_split,
+                           target_precision=args.target_precision, write=args.write, trusted=args.trust_pickle)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"temperature {report['temperature']:.3f}, min_confidence {report['min_confidence']:.3f} "
+          f"(labels shown right >= {args.target_precision:.0%} of the time on {', '.join(args.split)})")
+    for name, row in report["splits"].items():
+        shown = "-" if row["shown_top1"] is None else f"{row['shown_top1']:.1%}"
+        print(f"  {name:32s} {row['videos']:5d} videos  top-1 {row['top1']:.1%}  ECE {row['ece_before']:.3f} -> "
+              f"{row['ece_after']:.3f}  NLL {row['nll_before']:.3f} -> {row['nll_after']:.3f}  "
+              f"shown {row['shown']:.1%} (top-1 {shown})")
+    if args.json:
+        atomic_write(args.json, lambda f: f.write((json.dumps(report, indent=2) + "\n").encode()))
+    if args.write:
+        print(f"wrote temperature and min_confidence into {args.checkpoint}")
+    return 0
 
 
 def cmd_test(args) -> int:

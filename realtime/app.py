@@ -109,6 +109,7 @@ def run_realtime(sources: Sequence[Any], config: RunConfig, *, duration_s: float
     status["video_out"] = getattr(runtime, "video_paths", None)
     status["events"] = runtime.events
     status["labels"] = runtime.label_summary()
+    status["shown_labels"] = runtime.shown_label_counts()
     return status
 
 

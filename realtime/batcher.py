@@ -113,6 +113,11 @@ class ActionBatcher:
                              "cannot tell how to rasterize its input (export it with posestream export)")
         self.engine = engine
         self.clip_len, self.size = int(card.clip_len), int(card.size)
+        # calibrated probabilities: softmax(logits / T), T fitted on held-out data (posestream
+        # calibrate); 1 for an uncalibrated model
+        self.temperature = float((card.extra or {}).get("temperature", 1.0))
+        if not self.temperature > 0:
+            raise ValueError(f"{engine.source}: the model card's temperature must be > 0, got {self.temperature}")
         limbs = None if card.heatmap == "joints" else card.limbs
         self.rasterizer = None
         if hasattr(engine, "input_buffer"):
@@ -213,6 +218,12 @@ class ActionBatcher:
                 log.exception("action batcher: a batch of %d windows failed", len(batch))
 
     def _classify(self, batch: list[WindowJob]) -> None:
+        for job, result in zip(batch, self.classify(batch)):
+            self._reply(job, result)
+
+    def classify(self, batch: list[WindowJob]) -> list[WindowResult]:
+        """Rasterize and classify ``batch`` now, in the caller's thread (the batcher's own
+        thread does this for the windows submitted to it; an offline replay calls it itself)."""
         n = len(batch)
         m = max(j.keypoint.shape[0] for j in batch)
         v = batch[0].keypoint.shape[2]
@@ -224,20 +235,21 @@ class ActionBatcher:
         t0 = time.monotonic()
         volumes = self.rasterizer(kp, sc)
         t1 = time.monotonic()
-        probs = softmax(self.engine.predict(volumes))
+        probs = softmax(self.engine.predict(volumes) / self.temperature)
         t2 = time.monotonic()
         with self._lock:
             self.counts["windows"] += n
             self.counts["batches"] += 1
+        results = []
         for j, p in zip(batch, probs):
-            result = WindowResult(j.stream, j.key, j.frame_index, p, j.t_last_capture, j.t_submit, t2, n,
-                                  t1 - t0, t2 - t1, j.context)
-            self._reply(j, result)
+            results.append(WindowResult(j.stream, j.key, j.frame_index, p, j.t_last_capture, j.t_submit, t2, n,
+                                        t1 - t0, t2 - t1, j.context))
             if self.metrics is not None:
                 self.metrics.latency("posestream_stage_latency_seconds", "per-stage latency",
                                      stream=j.stream, stage="rasterize").observe(t1 - t0)
                 self.metrics.latency("posestream_stage_latency_seconds", "per-stage latency",
                                      stream=j.stream, stage="classify").observe(t2 - t1)
+        return results
 
     def _reply(self, job: WindowJob, result: WindowResult) -> None:
         while True:

@@ -53,7 +53,9 @@ class RunConfig:
     # labels and events
     smooth_alpha: float = 0.6      #: weight of the newest window in the label's moving average
     smooth_margin: float = 0.1     #: hysteresis of the displayed label
-    min_label_score: float = 0.3
+    #: a track shows no label while its smoothed top probability is below this; None: the
+    #: model card's calibrated ``min_confidence`` (``posestream calibrate``), else 0.3
+    min_label_score: float | None = None
     fall: dict = field(default_factory=dict)            #: FallStateMachine keyword arguments
     action_events: list = field(default_factory=list)   #: ActionEventRule keyword arguments each
     # sources

@@ -42,8 +42,24 @@ sitting down, squatting or picking something up is a fast descent without ending
    steep camera angles can make a walker's hips "drop" and axis "tilt"); with no model
    output at all, geometry decides by itself. A confirmed fall raises exactly one
    :class:`Event` (kind ``"fall"``), then COOLDOWN: however long the person stays down, no
-   second event. Upright again for ``recover_s`` -> RECOVERED; ``cooldown_s`` after the event
-   -> UPRIGHT. A new fall confirmed while the cooldown still runs is logged, not raised.
+   second fall event. Upright again for ``recover_s`` -> RECOVERED; ``cooldown_s`` after the
+   event -> UPRIGHT. A new fall confirmed while the cooldown still runs is logged, not raised.
+4. **The fallen state** (kind ``"fallen"``): still down ``fallen_s`` (20 s) after a fall was
+   confirmed, without having been up for ``recover_s`` in between: the person is not getting
+   up, what a carer most needs to know (OmniFall's taxonomy keeps the fall and the fallen
+   state apart). One per fall.
+
+Geometry a wrong label cannot veto (:meth:`FallStateMachine._strongly_down`): the trunk within
+20 degrees of horizontal (or further, head down) with the hips low or the box well below the
+person's own standing height, or the hips at the body's lowest point in a box at most 60 % of
+that height. Real fallen people are often read as
+``sitting`` by a model trained on synthetic data; this keeps such a model from cancelling a
+fall (or keeping it from being confirmed) with "benign" when the body plainly lies on the floor.
+
+Call rate: the runtime classifies a track every ``stride`` processed frames (at 3 to 30
+processed frames a second) and hands the event logic every frame's posture since the
+previous window with it (:meth:`EventLogic.on_result`), so the geometry is followed frame by
+frame however rarely the model speaks; ``tests/test_events.py`` plays falls at that rate.
 
 So ``lying`` probability alone never starts anything (DOWN is only reachable from FALLING),
 and a person first seen already lying (who fell out of view) raises nothing either: the rule
@@ -63,6 +79,8 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from posestream.actions import GROUPS
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +341,7 @@ class _Cues:
     axis_deg: float | None = None
     hip_drop: float | None = None     # fall of hip_height within drop_window_s
     hip_height: float | None = None   # hips above the box bottom / upright height
+    height_ratio: float | None = None  # box height / upright height
     aspect: float | None = None
 
     def describe(self) -> str:
@@ -364,6 +383,12 @@ class FallStateMachine:
     - ``cooldown_s`` (30): no second fall event for this track within this time;
     - ``recover_s`` (3): upright this long after a fall -> RECOVERED;
     - ``probs_ttl_s`` (3): how long a window's probabilities stay valid;
+    - ``strong_axis_deg`` (70) and ``floor_hip`` (0.12): geometry no label vetoes (see the
+      module docstring): the axis this far from vertical with the hips within twice
+      ``floor_hip`` (of the standing height) of the body's lowest point or the box at most
+      0.65 of the standing height, or the hips within ``floor_hip`` of the lowest point in a
+      box at most 0.6 of the standing height;
+    - ``fallen_s`` (20): still down this long after a confirmed fall -> a ``fallen`` event;
     - ``min_keypoint_score`` (0.3): joints below it are not used;
     - ``fall_labels``, ``lying_labels``, ``benign_labels``, ``upright_labels``: which class
       names count as what (their probabilities are summed); the defaults are the names of the
@@ -379,9 +404,9 @@ class FallStateMachine:
                  upright_hip: float = 0.25, falling_timeout_s: float = 3.0, down_s: float = 2.0,
                  up_cancel_s: float = 1.0, cooldown_s: float = 30.0, recover_s: float = 3.0,
                  probs_ttl_s: float = 3.0, min_keypoint_score: float = 0.3,
-                 fall_labels: Sequence[str] = ("falling",), lying_labels: Sequence[str] = ("lying",),
-                 benign_labels: Sequence[str] = ("sitting", "sitting_down", "squatting", "picking_up", "standing_up"),
-                 upright_labels: Sequence[str] = ("standing", "walking", "running", "waving", "jumping"),
+                 fall_labels: Sequence[str] = GROUPS["fall"], lying_labels: Sequence[str] = GROUPS["down"],
+                 benign_labels: Sequence[str] = GROUPS["benign"], upright_labels: Sequence[str] = GROUPS["upright"],
+                 strong_axis_deg: float = 70.0, floor_hip: float = 0.12, fallen_s: float = 20.0,
                  to_epoch: Callable[[float], float] | None = None):
         for name, value in (("drop_window_s", drop_window_s), ("ref_window_s", ref_window_s),
                             ("down_aspect", down_aspect)):
@@ -389,7 +414,7 @@ class FallStateMachine:
                 raise ValueError(f"{name} must be > 0, got {value}")
         for name, value in (("falling_timeout_s", falling_timeout_s), ("down_s", down_s),
                             ("up_cancel_s", up_cancel_s), ("cooldown_s", cooldown_s), ("recover_s", recover_s),
-                            ("probs_ttl_s", probs_ttl_s)):
+                            ("probs_ttl_s", probs_ttl_s), ("fallen_s", fallen_s), ("floor_hip", floor_hip)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if not 0 <= upright_deg < horizontal_deg <= 180:
@@ -404,6 +429,7 @@ class FallStateMachine:
         self.falling_timeout_s, self.down_s, self.up_cancel_s = falling_timeout_s, down_s, up_cancel_s
         self.cooldown_s, self.recover_s, self.probs_ttl_s = cooldown_s, recover_s, probs_ttl_s
         self.min_keypoint_score = min_keypoint_score
+        self.strong_axis_deg, self.floor_hip, self.fallen_s = strong_axis_deg, floor_hip, fallen_s
         self.labels = {"fall": tuple(fall_labels), "lying": tuple(lying_labels),
                        "benign": tuple(benign_labels), "upright": tuple(upright_labels)}
         self.to_epoch = to_epoch or _identity
@@ -421,6 +447,8 @@ class FallStateMachine:
         self._t_now = -math.inf
         self._t_upright = -math.inf   # when the skeleton last looked upright
         self._armed = True            # a new onset may start (see _step)
+        self._strong_since: float | None = None  # strong geometric "down" held since (DOWN)
+        self._fallen_armed: float | None = None  # a confirmed fall's time, until its fallen event
         self.events_emitted = 0
 
     @property
@@ -471,6 +499,8 @@ class FallStateMachine:
         # The hips' height above the body's lowest point, not their image y: someone walking
         # toward a high camera moves down the image as a whole, a falling body's hips come
         # down to its feet (to the floor).
+        if geometry.height is not None:
+            cues.height_ratio = geometry.height / reference
         if geometry.bottom is not None:
             cues.hip_height = (geometry.bottom - geometry.hip_y) / reference
             level = cues.hip_height
@@ -493,6 +523,22 @@ class FallStateMachine:
     def _horizontal(self, c: _Cues) -> bool:
         return c.axis_deg is not None and c.axis_deg >= self.horizontal_deg
 
+    def _strongly_down(self, c: _Cues) -> str | None:
+        """Geometry no model label explains away: the trunk near horizontal with the hips low,
+        or the hips at the body's lowest point in a box much lower than the person's standing
+        height (lying across or along the view, sitting slumped on the floor). A model that
+        reads a fallen person as "sitting" (real fallen people often are) cannot veto it."""
+        low_hips = c.hip_height is not None and c.hip_height <= 2.0 * self.floor_hip
+        low_box = c.height_ratio is not None and c.height_ratio <= 0.65
+        if (c.axis_deg is not None and c.axis_deg >= self.strong_axis_deg
+                and (low_hips or low_box or (c.hip_height is None and c.height_ratio is None))):
+            return f"body axis {c.axis_deg:.0f} deg, low ({c.describe()})"
+        if (c.hip_height is not None and c.hip_height <= self.floor_hip and c.height_ratio is not None
+                and c.height_ratio <= 0.6):
+            return (f"hips at the floor ({c.hip_height:.2f} of the standing height above the lowest point), "
+                    f"{c.height_ratio:.2f} of the standing height tall")
+        return None
+
     def _onset(self, c: _Cues) -> tuple[str, str] | None:
         """``(trigger, reason)`` of a fall's start, trigger "model" or "geometry"; None."""
         if c.p_fall is not None and c.p_fall >= self.fall_threshold:
@@ -500,15 +546,19 @@ class FallStateMachine:
         # A geometric fall starts from a body seen upright moments ago: someone lying and
         # moving (rolling over, a restless sleeper) can make the same hip "drop".
         upright_lately = self._t_now - self._t_upright <= self.drop_window_s
-        if (c.hip_drop is not None and c.hip_drop >= self.hip_drop and self._horizontal(c) and upright_lately
-                and not self._benign(c)):
+        if (c.hip_drop is not None and c.hip_drop >= self.hip_drop and upright_lately
+                and (self._strongly_down(c) or (self._horizontal(c) and not self._benign(c)))):
+            axis = "?" if c.axis_deg is None else f"{c.axis_deg:.0f}"
             return "geometry", (f"hips dropped {c.hip_drop:.2f} of the upright height within "
-                                f"{self.drop_window_s:g} s, body axis {c.axis_deg:.0f} deg")
+                                f"{self.drop_window_s:g} s, body axis {axis} deg")
         return None
 
     def _down(self, c: _Cues) -> str | None:
         if c.p_lying is not None and c.p_lying >= self.lying_threshold:
             return f"lying probability {c.p_lying:.2f}"
+        strong = self._strongly_down(c)
+        if strong is not None:
+            return strong
         if self._benign(c):
             return None
         if self._horizontal(c):
@@ -540,7 +590,7 @@ class FallStateMachine:
                   t, reason)
         if self._state in (FALLING, DOWN) and state in (UPRIGHT, RECOVERED):
             self._armed = False  # a fall that came to nothing
-        self._state, self._since, self._up_since = state, t, None
+        self._state, self._since, self._up_since, self._strong_since = state, t, None, None
 
     def _idle(self) -> str:
         """Where a track goes when nothing is happening: UPRIGHT, or RECOVERED in cooldown."""
@@ -574,7 +624,7 @@ class FallStateMachine:
             state = FALLING  # the same update may already show the person down
         if state == FALLING:
             self._note_peak(c)
-            if self._benign(c):
+            if self._benign(c) and self._strongly_down(c) is None:
                 self._go(t, self._idle(), f"the model calls it benign (p={c.p_benign:.2f}): {c.describe()}")
                 return None
             reason = self._down(c)
@@ -590,7 +640,12 @@ class FallStateMachine:
                 return None
         if state == DOWN:
             self._note_peak(c)
-            if self._benign(c):
+            strong = self._strongly_down(c)
+            if strong is None:
+                self._strong_since = None
+            elif self._strong_since is None:
+                self._strong_since = t
+            if self._benign(c) and strong is None:
                 self._go(t, self._idle(), f"the model calls it benign (p={c.p_benign:.2f}): {c.describe()}")
                 return None
             if self._up_for(t, c) >= self.up_cancel_s:
@@ -606,7 +661,11 @@ class FallStateMachine:
             return None
         if state == COOLDOWN:
             if self._up_for(t, c) >= self.recover_s:
+                self._fallen_armed = None  # up again: not fallen
                 self._go(t, RECOVERED, f"upright for {self.recover_s:g} s: {c.describe()}")
+            elif (self._fallen_armed is not None and self._up_since is None
+                  and t - self._fallen_armed >= self.fallen_s):
+                return self._fallen(t, c)
         return None
 
     def _note_peak(self, c: _Cues) -> None:
@@ -619,12 +678,29 @@ class FallStateMachine:
     def _corroborated(self) -> bool:
         """A fall the geometry started needs the model's agreement, when the model has
         spoken since: a falling probability of ``corroborate_threshold`` at some point (lying
-        alone is no fall). Without fresh windows (no model, none classified yet) geometry
-        decides."""
+        alone is no fall) — or geometry no label explains away (:meth:`_strongly_down`) for
+        the whole of ``down_s``: the model may misread a real fallen person. Without fresh
+        windows (no model, none classified yet) geometry decides."""
         episode = self._episode
         if episode["trigger"] != "geometry" or "model_peak" not in episode:
             return True
+        if self._strong_since is not None and self._t_now - self._strong_since >= self.down_s:
+            episode["corroboration"] = "geometry held"
+            return True
         return episode["model_peak"] >= self.corroborate_threshold
+
+    def _fallen(self, t: float, c: _Cues) -> Event:
+        """The fallen state: ``fallen_s`` after a fall event the person is still down (not up
+        again for ``recover_s``): what a carer most needs to know. One event per fall."""
+        fell, self._fallen_armed = self._fallen_armed, None
+        self.events_emitted += 1
+        episode = self._episode
+        log.debug("stream %s track %s: still down %.1f s after the fall: fallen", self.stream, self.track_id, t - fell)
+        return Event(stream=self.stream, track_id=self.track_id, label="fallen", score=episode.get("peak"),
+                     start=self.to_epoch(fell), end=self.to_epoch(t), frame_index=self._frame_index,
+                     kind="fallen", details={"down_for_s": round(t - episode.get("t_down", fell), 3),
+                                             "since_fall_s": round(t - fell, 3),
+                                             "onset_frame": episode.get("frame_onset")})
 
     def _confirm(self, t: float, c: _Cues) -> Event | None:
         episode = self._episode
@@ -632,9 +708,11 @@ class FallStateMachine:
         if self.in_cooldown:
             self._go(t, COOLDOWN, f"down for {down_for:.1f} s, but a fall was raised "
                                   f"{t - self._last_event_t:.1f} s ago (cooldown {self.cooldown_s:g} s): no event")
+            self._fallen_armed = t  # staying down after it is still worth a fallen-state event
             return None
         self._go(t, COOLDOWN, f"down for {down_for:.1f} s >= {self.down_s:g} s: fall confirmed")
         self._last_event_t = t
+        self._fallen_armed = t
         self.events_emitted += 1
         details = {"trigger": episode["trigger"], "onset": episode["onset"], "down": episode["down"],
                    "onset_frame": episode["frame_onset"], "down_for_s": round(down_for, 3),
@@ -767,14 +845,38 @@ class EventLogic:
                 events.append(event)
         return WindowOutcome(events, label)
 
+    def on_result(self, key: Any, t: float, t_last_capture: float, probs: np.ndarray, frames: Sequence | None,
+                  frame_index: int | None = None) -> WindowOutcome:
+        """One classified window as the runtime delivers it: ``t`` the time (events' clock) of
+        its newest frame, captured at ``t_last_capture`` (the capture clock), ``frames`` the
+        track's ``(t_capture, keypoints, box, frame_index)`` since its previous window (None or
+        empty for a scene window). The fall logic sees each of those frames' postures, moved
+        onto the events' clock, then the window's probabilities with the newest skeleton."""
+        frames = list(frames or [])
+        events = self.on_frames(key, [(t - (t_last_capture - tc), kp, box, index) for tc, kp, box, index in frames[:-1]])
+        keypoints, box = (frames[-1][1], frames[-1][2]) if frames else (None, None)
+        outcome = self.on_window(key, t, probs, keypoints=keypoints, box=box, frame_index=frame_index)
+        return WindowOutcome(events + outcome.events, outcome.label)
+
     def on_frame(self, track_id: Any, t: float, keypoints: np.ndarray | None, box: np.ndarray | None = None,
                  frame_index: int | None = None) -> list[Event]:
-        """A geometry-only update of the track's fall state machine (every processed frame, for
-        timely onsets and confirmations between windows)."""
+        """A geometry-only update of the track's fall state machine (one processed frame)."""
         if not self.detect_falls:
             return []
         event = self.fall_machine(track_id).update(t, None, keypoints, box, frame_index)
         return [] if event is None else [event]
+
+    def on_frames(self, track_id: Any, frames: Iterable[tuple[float, np.ndarray | None, np.ndarray | None, int | None]]
+                  ) -> list[Event]:
+        """Geometry-only updates for the track's frames since its previous window, ``(t,
+        keypoints, box, frame_index)`` each, oldest first: the runtime hands them over with
+        each window (:class:`~posestream.realtime.windows.TrackHistory.frames_since`), so the
+        fall logic sees every processed frame's posture however rarely windows are
+        classified (every ``stride`` frames, at 3 to 30 processed frames a second)."""
+        events: list[Event] = []
+        for t, keypoints, box, frame_index in frames:
+            events.extend(self.on_frame(track_id, t, keypoints, box, frame_index))
+        return events
 
     def forget(self, track_id: Any) -> None:
         """Drop everything about a track (the tracker gave it up)."""

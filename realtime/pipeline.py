@@ -104,7 +104,7 @@ class StreamWorker:
                  results: "queue.Queue[WindowResult]", labels: LabelBoard, metrics: Metrics,
                  frame_sinks: Sequence[Callable[[str, np.ndarray], Any]] = (), fps_hint: float | None = None,
                  forget: Callable[[str, list], Any] | None = None):
-        from posestream.realtime.windows import StreamTracks
+        from posestream.realtime.windows import StreamTracks, WindowScheduler
 
         self.name = name
         self.reader = reader
@@ -124,7 +124,9 @@ class StreamWorker:
         self._detect_done = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._since_window: dict[Any, int] = {}
+        self.scheduler = WindowScheduler(clip_len=batcher.clip_len, size=batcher.size, window_s=config.window_s,
+                                         stride=config.stride, min_frames=config.min_frames, mode=config.mode,
+                                         scene_persons=config.scene_persons)
         self._processed = 0
         self._fps_times: list[float] = []
         self.counts = {"frames_processed": 0, "windows_submitted": 0,
@@ -248,41 +250,9 @@ class StreamWorker:
             del self._fps_times[:32]
 
     def _submit_windows(self, frame: Frame) -> None:
-        from posestream.realtime.windows import sample_scene_window, sample_track_window
-
-        cfg = self.config
-        clip_len, size = self.batcher.clip_len, self.batcher.size
-        now = frame.t_capture
-        active = set(self.tracks.active_ids())
-        for key in list(self._since_window):
-            if key != "scene" and key not in active:
-                del self._since_window[key]
-        # Only tracks seen in this frame get a window: a track the tracker lost keeps its
-        # history for a while, but a window ending in an old skeleton says nothing new (and its
-        # label would be late by the time it was lost).
-        seen = [k for k in sorted(active) if self.tracks.history(k).last_seen == frame.t_capture]
-        if cfg.mode == "scene":
-            keys = ["scene"] if seen else []
-        else:
-            keys = seen
-        for key in keys:
-            since = self._since_window.get(key, cfg.stride) + 1
-            self._since_window[key] = since
-            if since < cfg.stride:
-                continue
-            if key == "scene":
-                sample = sample_scene_window(self.tracks, now, cfg.window_s, clip_len, size,
-                                             max_persons=cfg.scene_persons, min_frames=cfg.min_frames)
-                context = None
-            else:
-                history = self.tracks.history(key)
-                sample = sample_track_window(history, now, cfg.window_s, clip_len, size, min_frames=cfg.min_frames)
-                context = history.latest()
-            if sample is None:
-                continue
-            self._since_window[key] = 0
+        for key, sample, frames in self.scheduler.due(self.tracks, frame.t_capture):
             job = WindowJob(self.name, key, sample.keypoint, sample.score, sample.t_last_capture,
-                            sample.last_frame, self.results, context)
+                            sample.last_frame, self.results, frames)
             if self.batcher.submit(job):
                 self.counts["windows_submitted"] += 1
             else:
@@ -352,6 +322,7 @@ class Runtime:
         self.on_event = list(on_event)
         self.events: list[dict] = []
         self._label_counts: dict[tuple[str, Any], dict[str, int]] = {}
+        self._shown_counts: dict[str, dict[str, int]] = {}  # per stream: displayed labels ("none": not sure)
         self._events_lock = threading.Lock()
         self._event_sinks: list[Any] = []
         self._frame_sinks: list[Any] = []
@@ -482,7 +453,8 @@ class Runtime:
             cfg = self.config
             logic = self._event_logic[stream] = EventLogic(
                 stream, self.engine.class_names or [str(i) for i in range(self.engine.num_classes)],
-                smooth_alpha=cfg.smooth_alpha, smooth_margin=cfg.smooth_margin, min_score=cfg.min_label_score,
+                smooth_alpha=cfg.smooth_alpha, smooth_margin=cfg.smooth_margin,
+                min_score=label_threshold(cfg.min_label_score, self.engine),
                 fall=cfg.fall, action_rules=cfg.action_events)
         return logic
 
@@ -520,11 +492,12 @@ class Runtime:
         self.metrics.latency(STAGE_LATENCY, STAGE_HELP, stream=result.stream,
                              stage="frame_to_label").observe(now - result.t_last_capture)
         logic = self._logic(result.stream)
-        keypoints, box = result.context if result.context is not None else (None, None)
         wall = time.time() - (now - result.t_last_capture)
-        events, label = logic.on_window(result.key, wall, result.probs, keypoints=keypoints, box=box,
-                                        frame_index=result.frame_index)
+        events, label = logic.on_result(result.key, wall, result.t_last_capture, result.probs, result.context,
+                                        result.frame_index)
         self.labels.set(result.stream, result.key, *(label or (None, 0.0)))
+        shown = self._shown_counts.setdefault(result.stream, {})  # bounded: one entry per class
+        shown[label[0] if label else "none"] = shown.get(label[0] if label else "none", 0) + 1
         top = self.engine.class_names[result.label_index] if self.engine.class_names else str(result.label_index)
         seen = self._label_counts.setdefault((result.stream, result.key), {})
         seen[top] = seen.get(top, 0) + 1
@@ -549,6 +522,11 @@ class Runtime:
             out.setdefault(stream, {})[str(key)] = dict(counts)
         return out
 
+    def shown_label_counts(self) -> dict[str, dict[str, int]]:
+        """Per stream, how many classified windows left each displayed (smoothed, calibrated)
+        label on their track; ``"none"`` counts the windows after which it showed none."""
+        return {stream: dict(counts) for stream, counts in sorted(self._shown_counts.items())}
+
     def status(self) -> dict[str, Any]:
         return {"uptime_s": None if self.t_start is None else round(time.monotonic() - self.t_start, 1),
                 "engine": self.engine.info(), "batcher": self.batcher.stats(),
@@ -558,6 +536,21 @@ class Runtime:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+#: The label threshold of a model without a calibrated one.
+DEFAULT_MIN_LABEL_SCORE = 0.3
+
+
+def label_threshold(configured: float | None, engine: ActionEngine) -> float:
+    """The smoothed probability a track's label needs: the configured one, else the model
+    card's calibrated ``min_confidence`` (below it, the model is wrong too often on held-out
+    data to show a label: ``posestream calibrate``), else :data:`DEFAULT_MIN_LABEL_SCORE`."""
+    if configured is not None:
+        return float(configured)
+    extra = getattr(engine.card, "extra", None) or {}
+    value = extra.get("min_confidence")
+    return float(value) if value is not None else DEFAULT_MIN_LABEL_SCORE
 
 
 def default_estimator(config: RunConfig):

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from posestream.engines.crop import compact_box, uniform_sample_indices, window_to_grid
+from posestream.engines.crop import compact_box, uniform_sample_indices, window_span, window_to_grid
 from posestream.realtime.tracker import CONFIRMED, LOST
 from posestream.skeleton import NUM_KEYPOINTS
 
@@ -50,6 +50,7 @@ __all__ = [
     "WindowSample",
     "sample_track_window",
     "sample_scene_window",
+    "WindowScheduler",
     "DEFAULT_HISTORY_S",
     "DEFAULT_MAX_FPS",
     "DEFAULT_KEEP_S",
@@ -196,17 +197,23 @@ class TrackHistory:
             return None
         return self.keypoints[slot].copy(), self.box[slot].copy()
 
+    def frames_since(self, t_after: float, limit: int = 64) -> list[tuple[float, np.ndarray, np.ndarray, int]]:
+        """Copies of the observed frames captured after ``t_after``, oldest first, as ``(t_capture,
+        keypoints [V, 3], box [5], frame_index)`` (at most the ``limit`` newest): what the fall
+        logic has not seen yet when a window goes out."""
+        order = self._ring.order()
+        start = int(np.searchsorted(self.t_capture[order], t_after, side="right"))
+        slots = order[start:][self.observed[order[start:]]][-limit:]
+        return [(float(self.t_capture[k]), self.keypoints[k].copy(), self.box[k].copy(), int(self.frame_index[k]))
+                for k in slots]
+
     def window_slots(self, t_from: float, t_to: float) -> tuple[np.ndarray, int]:
         """The slots, oldest first, of the frames from the first to the last observed frame
         with ``t_from <= t_capture <= t_to`` (frames in between that were not observed
         included), and how many of them were observed. Empty when none was."""
         order = self._ring.order()
-        t = self.t_capture[order]
-        lo, hi = np.searchsorted(t, t_from, side="left"), np.searchsorted(t, t_to, side="right")
-        seen = np.flatnonzero(self.observed[order[lo:hi]])
-        if not seen.size:
-            return order[:0], 0
-        return order[lo + seen[0]: lo + seen[-1] + 1], int(seen.size)
+        lo, hi, observed = window_span(self.t_capture[order], self.observed[order], t_from, t_to)
+        return order[lo:hi], observed
 
     def _name(self) -> str:
         return f"stream {self.stream!r} track {self.track_id}"
@@ -445,3 +452,59 @@ def sample_scene_window(stream_tracks: StreamTracks, now: float, window_s: float
                         t_first_capture=float(times[0]), t_last_capture=float(times[-1]),
                         img_shape=stream_tracks.img_shape, size=int(size), num_frames=len(frames),
                         num_observed=int(seen.sum()))
+
+
+class WindowScheduler:
+    """When each track of a stream gets a window, and the window: every ``stride`` processed
+    frames of a track that is seen in the current frame (a track the tracker lost keeps its
+    history for a while, but a window ending in an old skeleton says nothing new), or one
+    window per stream in ``scene`` mode. Each window comes with the track's observed frames
+    since its previous window (:meth:`TrackHistory.frames_since`), for the fall logic.
+
+    The runtime's stream workers and :mod:`posestream.realtime.replay` both schedule with it,
+    so an offline replay cuts exactly the windows a live run would.
+    """
+
+    def __init__(self, *, clip_len: int, size: int, window_s: float = 3.0, stride: int = 8, min_frames: int = 8,
+                 mode: str = "track", scene_persons: int = 2):
+        if mode not in ("track", "scene"):
+            raise ValueError(f"mode must be 'track' or 'scene', got {mode!r}")
+        _check_window(window_s, clip_len, size)
+        if stride < 1 or min_frames < 1:
+            raise ValueError(f"stride and min_frames must be >= 1, got {stride}, {min_frames}")
+        self.clip_len, self.size, self.window_s = int(clip_len), int(size), float(window_s)
+        self.stride, self.min_frames, self.mode, self.scene_persons = int(stride), int(min_frames), mode, scene_persons
+        self._since_window: dict[Any, int] = {}
+        self._last_sent: dict[Any, float] = {}  # per track: t_capture of its last window's newest frame
+
+    def due(self, tracks: StreamTracks, now: float) -> list[tuple[Any, WindowSample, list]]:
+        """The windows due at ``now`` (the capture time of the frame just added to ``tracks``):
+        ``(key, sample, frames)`` each, ``key`` a track id or ``"scene"``."""
+        active = set(tracks.active_ids())
+        for key in list(self._since_window):
+            if key != "scene" and key not in active:
+                del self._since_window[key]
+                self._last_sent.pop(key, None)
+        seen = [k for k in sorted(active) if tracks.history(k).last_seen == now]
+        keys = (["scene"] if seen else []) if self.mode == "scene" else seen
+        out = []
+        for key in keys:
+            since = self._since_window.get(key, self.stride) + 1
+            self._since_window[key] = since
+            if since < self.stride:
+                continue
+            if key == "scene":
+                sample = sample_scene_window(tracks, now, self.window_s, self.clip_len, self.size,
+                                             max_persons=self.scene_persons, min_frames=self.min_frames)
+                frames: list = []
+            else:
+                history = tracks.history(key)
+                sample = sample_track_window(history, now, self.window_s, self.clip_len, self.size,
+                                             min_frames=self.min_frames)
+                frames = history.frames_since(self._last_sent.get(key, -math.inf)) if sample is not None else []
+            if sample is None:
+                continue
+            self._since_window[key] = 0
+            self._last_sent[key] = now
+            out.append((key, sample, frames))
+        return out

@@ -223,11 +223,25 @@ def test_cooldown_recovery_and_the_next_fall():
     assert len(player.events) == 2 and player.events[1].start > player.events[0].end + 20.0
 
 
-def test_lying_on_after_a_fall_never_raises_a_second_event():
+def test_lying_on_after_a_fall_raises_one_fall_then_one_fallen_state_event():
     clip, onset, impact = fall_clip()
     frames = np.concatenate([skeletons(clip), hold(skeletons(clip), 40.0)])
-    player = Player(FallStateMachine(cooldown_s=5.0)).play(frames, fall_probs(onset, impact))
-    assert len(player.events) == 1 and player.machine.state == COOLDOWN
+    player = Player(FallStateMachine(cooldown_s=5.0, fallen_s=20.0)).play(frames, fall_probs(onset, impact))
+    assert [e.kind for e in player.events] == ["fall", "fallen"] and player.machine.state == COOLDOWN
+    fall, fallen = player.events
+    # the fallen state: still down fallen_s after the fall was confirmed
+    assert fallen.start == fall.end and fallen.end - fall.end == pytest.approx(20.0, abs=0.1)
+    assert fallen.label == "fallen" and fallen.details["since_fall_s"] >= 20.0
+
+
+def test_getting_up_before_fallen_s_raises_no_fallen_state_event():
+    clip, onset, impact = fall_clip()
+    frames = skeletons(clip)
+    player = Player(FallStateMachine(cooldown_s=5.0, fallen_s=20.0))
+    player.play(np.concatenate([frames, hold(frames, 5.0)]), fall_probs(onset, impact))
+    assert [e.kind for e in player.events] == ["fall"]
+    player.play(np.concatenate([frames[::-1], hold(frames, 25.0, first=True)]), const(standing=0.8))
+    assert [e.kind for e in player.events] == ["fall"] and player.machine.state in (RECOVERED, UPRIGHT)
 
 
 def test_transitions_are_logged_with_reasons(caplog):
@@ -360,3 +374,62 @@ def test_event_record_is_one_json_line():
     assert record["start"] == "2023-11-14T22:13:20.250+00:00" and record["start_ts"] == 1_700_000_000.25
     assert record["end"] == "2023-11-14T22:13:22.500+00:00"
     assert record["details"] == {"axis_deg": 81.5, "nan": None, "pair": [1, 2]}
+
+
+# --------------------------------------------------------------------------------------------
+# At the rate the runtime calls the fall logic: once per window, with the frames since the last
+
+
+def play_windows(frames, probs, rate: float, stride: int = 8, fallen_s: float = 20.0):
+    """Deliver ``frames`` (processed at ``rate`` frames/s) to an EventLogic the way the runtime
+    does: every ``stride`` frames one window (``probs(t)`` by class name) with the frames since
+    the previous window (EventLogic.on_result). Returns the events."""
+    logic = EventLogic("cam", list(ACTIONS), fall={"fallen_s": fallen_s})
+    events, pending = [], []
+    for i, kp in enumerate(frames):
+        t = i / rate
+        box = np.r_[kp[kp[:, 2] > 0, :2].min(0), kp[kp[:, 2] > 0, :2].max(0), 1.0] if (kp[:, 2] > 0).sum() > 1 else None
+        pending.append((t, kp, box, i))
+        if (i + 1) % stride == 0:
+            p = probs(t)
+            vector = np.array([p.get(name, 0.0) for name in ACTIONS]) + 1e-3
+            outcome = logic.on_result(1, t, t, vector / vector.sum(), pending, i)
+            events.extend(outcome.events)
+            pending = []
+    return events
+
+
+def at_rate(clip_frames, clip_fps: float, rate: float):
+    """The frames a pipeline processing ``rate`` frames/s keeps of a ``clip_fps`` clip."""
+    step = clip_fps / rate
+    return clip_frames[np.round(np.arange(0, len(clip_frames), step)).astype(int).clip(0, len(clip_frames) - 1)]
+
+
+@pytest.mark.parametrize("rate", [3.0, 5.0, 10.0, 20.0])
+def test_a_fall_is_caught_once_per_window_at_any_processed_rate(rate):
+    clip, onset, impact = fall_clip()
+    frames = at_rate(np.concatenate([skeletons(clip), hold(skeletons(clip), 25.0)]), FPS, rate)
+    events = play_windows(frames, fall_probs(onset, impact), rate)
+    assert [e.kind for e in events] == ["fall", "fallen"], rate
+    assert events[0].end - impact < 6.0  # confirmed within seconds of the impact
+
+
+@pytest.mark.parametrize("rate", [5.0, 10.0])
+def test_a_fall_the_model_reads_as_sitting_is_still_caught(rate):
+    """Real fallen people are often read as "sitting": geometry no label vetoes decides."""
+    clip, onset, impact = fall_clip(variant="backward-from-standing")
+    frames = at_rate(np.concatenate([skeletons(clip), hold(skeletons(clip), 6.0)]), FPS, rate)
+    events = play_windows(frames, const(sitting=0.85, falling=0.05), rate)
+    assert [e.kind for e in events] == ["fall"], rate
+
+
+@pytest.mark.parametrize("action, variant", [("sitting_down", None), ("picking_up", None), ("squatting", "hold"),
+                                             ("lying", "lie_down")])
+def test_what_must_not_alarm_does_not_at_the_window_rate(action, variant):
+    clip = clip_of(action, 4, variant=variant, duration=8.0)
+    frames = at_rate(np.concatenate([skeletons(clip), hold(skeletons(clip), 5.0)]), FPS, 10.0)
+    truth = {"sitting_down": "sitting_down", "picking_up": "picking_up", "squatting": "squatting",
+             "lying": "sitting"}[action]
+    # the model says what it is (then lying, for lying down on purpose)
+    probs = (lambda t: {"sitting": 0.8} if t < 3.0 else {"lying": 0.85}) if action == "lying" else const(**{truth: 0.8})
+    assert play_windows(frames, probs, 10.0) == []

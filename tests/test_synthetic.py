@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from posestream.train.data import ragdoll
 from posestream.train.data import synthetic as syn
 from posestream.train.data.clips import load_dataset, save_dataset, validate_clip, validate_dataset
 from posestream.train.data.show import contact_sheet, render_clip_animation, render_frames
@@ -151,7 +152,11 @@ def test_extra_train_clips_keep_the_val_split_and_add_only_new_subjects():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", syn.VARIANTS["falling"])
+KINEMATIC_FALLS = [v for v in syn.VARIANTS["falling"] if v.split("-from-")[0] not in ragdoll.SCENARIOS]
+PHYSICS_FALLS = [v for v in syn.VARIANTS["falling"] if v.split("-from-")[0] in ragdoll.SCENARIOS]
+
+
+@pytest.mark.parametrize("variant", KINEMATIC_FALLS)
 def test_falls_end_lying_with_hips_on_the_floor(variant):
     for seed in range(3):
         clip = syn.generate_clip("falling", seed, variant=variant, noise=False, debug=True)
@@ -159,7 +164,7 @@ def test_falls_end_lying_with_hips_on_the_floor(variant):
         fps = clip["fps"]
         axis = body_axis_deg(joints)
         hips = mid_hip_height(joints)
-        assert axis[0] < 35 and hips[0] > 0.7  # starts upright
+        assert axis[0] < 35 and hips[0] > 0.45 * joints[0, 0, 2]  # starts upright
         tail = slice(-max(2, int(0.2 * fps)), None)
         assert np.all(axis[tail] > 60), (variant, seed, axis[tail])
         assert np.all(hips[tail] < 0.4), (variant, seed, hips[tail])
@@ -170,13 +175,36 @@ def test_falls_end_lying_with_hips_on_the_floor(variant):
         assert joints[..., 2].min() > -0.01  # nothing below the floor
 
 
+@pytest.mark.skipif(not ragdoll.available(), reason="MuJoCo / dm-control not installed")
+@pytest.mark.parametrize("variant", PHYSICS_FALLS)
+def test_simulated_falls_go_down_fast_and_the_timeline_says_so(variant):
+    for seed in range(2):
+        clip = syn.generate_clip("falling", seed, variant=variant, noise=False, debug=True, duration=4.0)
+        joints = clip["debug"]["joints3d"][0]
+        fps = clip["fps"]
+        hips = mid_hip_height(joints)
+        assert body_axis_deg(joints)[0] < 35 and hips[0] > 0.45 * joints[0, 0, 2]  # starts upright
+        # down: the hips end well below where they started (lying, sitting or kneeling on the floor)
+        assert hips[-1] < 0.6 * hips[0], (variant, seed, hips[-1], hips[0])
+        # fast: from 90 % to 60 % of the standing hip height in under 1.5 s
+        t90 = int(np.argmax(hips < 0.9 * hips[0]))
+        t60 = int(np.argmax(hips < 0.6 * hips[0]))
+        assert 0 < t60 - t90 <= 1.5 * fps, (variant, seed, (t60 - t90) / fps)
+        assert joints[..., 2].min() > -0.01
+        (before, b0, b1), (fall, f0, f1) = clip["timeline"][:2]
+        assert before == variant.split("-from-")[1] and fall == "falling" and b1 == f0 < f1
+        # the timeline's descent holds the body's drop
+        assert f0 - 0.35 <= t90 / fps and t60 / fps <= f1 + 0.5, (clip["timeline"], t90 / fps, t60 / fps)
+        assert clip["families"]["fall"] == variant.split("-from-")[0]
+
+
 def test_standing_stays_upright_and_lying_stays_down():
     for seed in range(4):
         for variant in syn.VARIANTS["standing"]:
             clip = syn.generate_clip("standing", seed, variant=variant, noise=False, debug=True)
             joints = clip["debug"]["joints3d"][0]
             assert np.all(body_axis_deg(joints) < 30)
-            assert np.all(mid_hip_height(joints) > 0.75)
+            assert np.all(mid_hip_height(joints) > 0.45 * joints[:, 0, 2])  # hips at half the nose's height
             ankles = joints[:, 15:17, 2]
             assert ankles.min() > 0.0 and ankles.min(axis=1).max() < 0.12  # feet on the floor
         joints = syn.generate_clip("lying", seed, noise=False, debug=True)["debug"]["joints3d"][0]
@@ -202,7 +230,17 @@ def test_walking_moves_with_planted_feet_and_sitting_is_lower():
 def test_subjects_vary():
     bodies = [syn.sample_subject(i).body for i in range(50)]
     heights = np.array([b.height for b in bodies])
-    assert 1.45 <= heights.min() and heights.max() <= 2.0 and heights.std() > 0.05
+    assert 1.0 <= heights.min() and heights.max() <= 2.0 and heights.std() > 0.05
+    families = {syn.sample_subject(i).body_family for i in range(50)}
+    assert families == set(syn.BODY_FAMILIES)
+    children = [syn.sample_subject(i, body_family="child").body for i in range(20)]
+    adults = [syn.sample_subject(i, body_family="adult").body for i in range(20)]
+    assert max(b.height for b in children) <= 1.45 < min(b.height for b in adults)
+    # a child's head is a larger, its legs a smaller part of its stature
+    assert np.mean([b.head / b.height for b in children]) > 1.1 * np.mean([b.head / b.height for b in adults])
+    assert np.mean([b.leg / b.height for b in children]) < np.mean([b.leg / b.height for b in adults])
+    large = [syn.sample_subject(i, body_family="large").body for i in range(20)]
+    assert np.mean([b.hip_width / b.height for b in large]) > 1.15 * np.mean([b.hip_width / b.height for b in adults])
     ratio = np.array([b.thigh / b.height for b in bodies])
     assert ratio.std() > 0.005
     widths = np.array([b.shoulder_width / b.hip_width for b in bodies])
@@ -238,16 +276,21 @@ def test_projection_orientation():
 def test_sampled_cameras_see_the_target():
     rng = np.random.default_rng(0)
     target = np.array([1.0, 2.0, 0.9])
-    for kind in ("level", "elevated", "ceiling"):
+    for kind in syn.CAMERA_KINDS:
         for _ in range(20):
             cam = syn.sample_camera(rng, target, kind=kind, image_pos=(0.5, 0.5))
             (u, v), depth = cam.project(target)
             h, w = cam.img_shape
-            assert 0 <= u < w and 0 <= v < h and depth > 0.5
-            if kind == "ceiling":
-                assert 2.4 <= cam.height <= 4.5 and 28 <= cam.pitch_deg <= 72
+            if kind != "floor":  # a floor camera looks level, not at the person's centre
+                assert 0 <= u < w and 0 <= v < h and depth > 0.5
+            if kind == "ceiling":  # (a telephoto one is further away and higher up)
+                assert 2.4 <= cam.height <= 13.5 and 28 <= cam.pitch_deg <= 72
+            if kind == "corner":
+                assert 2.3 <= cam.height <= 3.2 and 33 <= cam.pitch_deg <= 62 and cam.hfov_deg >= 89 and cam.k1 < -0.1
             if kind == "level":
                 assert cam.height <= 1.9 and -25 <= cam.pitch_deg <= 25
+            if kind == "floor":
+                assert cam.height <= 0.5 and -25 <= cam.pitch_deg <= 10
 
 
 def foreshortening(cam, joints: np.ndarray) -> float:
@@ -276,7 +319,7 @@ def test_ceiling_camera_sees_the_person_from_above():
 def test_noise_jitter_grows_as_scores_drop():
     errors, scores = [], []
     for seed in range(12):
-        clip = syn.generate_clip(syn.ACTIONS[seed % len(syn.ACTIONS)], seed, debug=True)
+        clip = syn.generate_clip(syn.ACTIONS[seed % len(syn.ACTIONS)], seed, debug=True, score_style="estimator")
         kp, score = clip["keypoint"][0], clip["keypoint_score"][0]
         clean = clip["debug"]["clean"][0]
         present = clip["debug"]["present"][0]
@@ -324,7 +367,7 @@ def test_out_of_frame_joints_and_gaps():
     assert outside.any() and not outside.all()
     seen = 0
     for seed in range(5):
-        kp, score, info = syn.estimator_noise(np.random.default_rng(seed), joints, cam)
+        kp, score, info = syn.estimator_noise(np.random.default_rng(seed), joints, cam, score_style="estimator")
         ok = info["present"]
         seen += ok.sum()
         assert score[ok][outside[ok]].max() <= 0.3

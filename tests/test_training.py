@@ -89,7 +89,8 @@ DATASETS = {
     "hmdb51": ("data/hmdb51/hmdb51_hrnet.pkl", 51, "train1", "test1", 0.01, 1e-4, 16, "Step", 12, 56),
 }
 SHIPPED = [f"{d}_{m}" for d in DATASETS for m in ("joint", "limb")] + ["synthetic_x3d_s", "synthetic_x3d_s_ft",
-                                                                     "synthetic_x3d_s_extra"]
+                                                                     "synthetic_x3d_s_extra",
+                                                                     "synthetic_x3d_s_families"]
 
 
 def test_the_shipped_configs_are_the_expected_ones():
@@ -105,7 +106,8 @@ def test_shipped_config_translates_to_the_papers_setting(name):
         assert (cfg.arch, cfg.num_classes, cfg.heatmap, cfg.in_channels) == ("x3d_s", len(ACTIONS), "joints", 17)
         assert cfg.class_names == ACTIONS
         # stage 3 trains on data/synthetic_extra.pkl: the same val split, more train subjects
-        ann_file = "data/synthetic_extra.pkl" if name == "synthetic_x3d_s_extra" else "data/synthetic.pkl"
+        ann_file = {"synthetic_x3d_s_extra": "data/synthetic_extra.pkl",
+                    "synthetic_x3d_s_families": "data/families.pkl"}.get(name, "data/synthetic.pkl")
         for which in ("train", "val", "test"):
             assert cfg.split_config(which).ann_file == ann_file
         assert (cfg.train.split, cfg.val.split, cfg.test.split) == ("train", "val", "val")
@@ -117,6 +119,8 @@ def test_shipped_config_translates_to_the_papers_setting(name):
         if name == "synthetic_x3d_s_extra":  # stage 3: from stage 2's weights
             assert cfg.load_from == "work_dirs/posestream/synthetic_x3d_s_ft/epoch_8.pth"
             assert (cfg.optimizer["lr"], cfg.total_epochs) == (3e-4, 6)
+        if name == "synthetic_x3d_s_families":  # stage 4: the broad generator, from stage 3's weights
+            assert cfg.load_from == "work_dirs/posestream/synthetic_x3d_s_extra/epoch_6.pth"
         return
     dataset, modality = name.rsplit("_", 1)
     ann_file, classes, train_split, test_split, lr, wd, batch, policy, epochs, size = DATASETS[dataset]

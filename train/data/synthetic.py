@@ -105,6 +105,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from posestream.actions import ACTIONS as _ACTIONS
+from posestream.actions import Segment
 from posestream.skeleton import NUM_KEYPOINTS
 
 __all__ = [
@@ -125,23 +127,25 @@ __all__ = [
     "generate_dataset",
 ]
 
-#: The class names, in label order.
-ACTIONS: tuple[str, ...] = (
-    "standing",
-    "walking",
-    "running",
-    "sitting_down",
-    "standing_up",
-    "sitting",
-    "falling",
-    "lying",
-    "picking_up",
-    "squatting",
-    "jumping",
-    "waving",
-)
+#: The class names, in label order (defined, with what tells them apart, in
+#: :mod:`posestream.actions`).
+ACTIONS: tuple[str, ...] = _ACTIONS
+
+#: Body families (:func:`sample_subject`): children 1.0-1.45 m with a child's proportions,
+#: adults 1.48-1.98 m, and large adults (broad, heavy-set).
+BODY_FAMILIES = ("child", "adult", "large")
+#: Motion-style families: slow shuffling walkers (short steps, feet low, little arm swing),
+#: typical, brisk.
+STYLE_FAMILIES = ("shuffle", "typical", "brisk")
 
 _FALL_DIRECTIONS = ("forward", "backward", "left", "right", "collapse")
+#: Fall families (``generate_clip(..., fall_families=...)``): ``kinematic`` (the hand-animated
+#: falls and lying postures) and each physics scenario of :mod:`posestream.train.data.ragdoll`.
+_PHYSICS_FALLS = ("trip", "slip", "push", "faint", "knees", "slump", "sideways")
+FALL_FAMILIES = ("kinematic",) + _PHYSICS_FALLS
+#: How often a fall or a lying clip is simulated (when MuJoCo is installed and a physics
+#: family is allowed) rather than hand-animated.
+PHYSICS_SHARE = 0.65
 
 #: Variants each action draws from (``generate_clip(..., variant=...)`` picks one).
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -152,8 +156,11 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "sitting_down": ("chair", "low_seat", "reach_back", "turn_and_sit"),
     "standing_up": ("push_thighs", "armrests", "arm_swing"),
     "sitting": ("upright", "leaning_back", "leaning_forward", "phone"),
-    "falling": tuple(f"{d}-from-{p}" for p in ("standing", "walking") for d in _FALL_DIRECTIONS),
-    "lying": ("back", "front", "left", "right", "rolling"),
+    # "<direction>-from-<before>" (hand-animated) and "<scenario>-from-<before>" (physics)
+    "falling": tuple(f"{d}-from-{p}" for p in ("standing", "walking") for d in _FALL_DIRECTIONS + _PHYSICS_FALLS),
+    # "fallen-<scenario>": the resting posture of a simulated fall of that scenario
+    # "lie_down": lying down on purpose (down to the floor, a moment sitting, reclining)
+    "lying": ("back", "front", "left", "right", "rolling", "lie_down") + tuple(f"fallen-{sc}" for sc in _PHYSICS_FALLS),
     "picking_up": ("stoop", "squat", "half"),
     "squatting": ("hold", "reps"),
     "jumping": ("single", "repeated", "forward", "jacks"),
@@ -250,7 +257,8 @@ def _choice(rng: np.random.Generator, items: Sequence, p: Sequence[float] | None
 
 @dataclass(frozen=True)
 class Body:
-    """Segment lengths in metres (joint centre to joint centre)."""
+    """Segment lengths in metres (joint centre to joint centre); ``girth`` scales the body's
+    thickness (how far its joint centres stay above the floor when it lies on them)."""
 
     height: float
     spine: float        # mid-hip -> mid-shoulder
@@ -263,6 +271,7 @@ class Body:
     thigh: float
     shin: float
     ankle_height: float  # ankle joint above the floor when standing
+    girth: float = 1.0
 
     @property
     def leg(self) -> float:
@@ -293,47 +302,94 @@ class Subject:
     id: str
     body: Body
     style: Style
+    body_family: str = "adult"
+    style_family: str = "typical"
 
 
-def sample_subject(rng: np.random.Generator | int | None = None, subject_id: str = "S0000") -> Subject:
-    """A random adult: stature N(1.70, 0.09) m clipped to [1.48, 1.98], segment ratios
-    (Drillis & Contini) each varied by ~4 %, widths by ~7-8 %, and a random motion style."""
+def sample_subject(rng: np.random.Generator | int | None = None, subject_id: str = "S0000", *,
+                   body_family: str | None = None, style_family: str | None = None) -> Subject:
+    """A random person of a body family (:data:`BODY_FAMILIES`; default drawn: 15 % children,
+    70 % adults, 15 % large adults) with a motion style of a style family
+    (:data:`STYLE_FAMILIES`; default drawn: 20 % shuffling, 60 % typical, 20 % brisk).
+
+    Adults: stature N(1.70, 0.09) m clipped to [1.48, 1.98], segment ratios (Drillis &
+    Contini) each varied by ~4 %, widths by ~7-8 %. Children: 1.0-1.45 m, a larger head and
+    shorter legs for their stature. Large adults: shoulders and hips 15-40 % wider, a thicker
+    body. The style traits (tempo, speed, cadence, arm swing, stoop, ...) follow an "age" draw
+    within the style family."""
     rng = np.random.default_rng(rng)
-    h = float(np.clip(rng.normal(1.70, 0.09), 1.48, 1.98))
+    if body_family is None:
+        body_family = _choice(rng, BODY_FAMILIES, (0.15, 0.7, 0.15))
+    if style_family is None:
+        style_family = _choice(rng, STYLE_FAMILIES, (0.2, 0.6, 0.2))
+    if body_family not in BODY_FAMILIES:
+        raise ValueError(f"unknown body family {body_family!r}; known: {', '.join(BODY_FAMILIES)}")
+    if style_family not in STYLE_FAMILIES:
+        raise ValueError(f"unknown style family {style_family!r}; known: {', '.join(STYLE_FAMILIES)}")
+    child = body_family == "child"
+    if child:
+        h = float(rng.uniform(1.0, 1.45))
+    else:
+        h = float(np.clip(rng.normal(1.72 if body_family == "large" else 1.70, 0.09), 1.48, 1.98))
+    # a child's head is a larger part of its stature, its legs a smaller one
+    youth = float(np.clip((1.5 - h) / 0.5, 0.0, 1.0)) if child else 0.0
+    wide = float(rng.uniform(1.15, 1.4)) if body_family == "large" else 1.0
 
     def seg(ratio: float, spread: float = 0.04) -> float:
         return float(ratio * h * math.exp(rng.normal(0.0, spread)))
 
+    leg = 1.0 - 0.07 * youth
     body = Body(
         height=h,
-        spine=seg(0.288),
+        spine=seg(0.288 * (1.0 + 0.05 * youth)),
         neck=seg(0.112, 0.05),
-        head=float((h / 1.75) ** 0.3 * math.exp(rng.normal(0.0, 0.05))),
-        shoulder_width=seg(0.215, 0.07),
-        hip_width=seg(0.125, 0.08),
+        head=float((h / 1.75) ** 0.3 * (1.0 + 0.12 * youth) * math.exp(rng.normal(0.0, 0.05))),
+        shoulder_width=seg(0.215 * wide, 0.07),
+        hip_width=seg(0.125 * (1.0 + 1.2 * (wide - 1.0)), 0.08),
         upper_arm=seg(0.186),
         forearm=seg(0.146),
-        thigh=seg(0.245),
-        shin=seg(0.246),
+        thigh=seg(0.245 * leg),
+        shin=seg(0.246 * leg),
         ankle_height=float(0.039 * h),
+        girth=float(wide * (1.0 + 0.2 * (wide - 1.0))),
     )
     age = rng.random()  # 0 young and brisk .. 1 old and slow, shapes several style traits
+    if style_family == "shuffle":  # frail or tired: slow, short low steps, little arm swing
+        tempo = rng.uniform(1.25, 1.7)
+        walk_speed, cadence = rng.uniform(0.3, 0.75), rng.uniform(0.7, 0.9)
+        arm_swing, stoop = rng.uniform(0.02, 0.12), rng.uniform(0.1, 0.45)
+    elif style_family == "brisk":
+        tempo = rng.uniform(0.65, 0.9)
+        walk_speed, cadence = rng.uniform(1.45, 2.0), rng.uniform(0.98, 1.15)
+        arm_swing, stoop = rng.uniform(0.3, 0.6), rng.uniform(-0.02, 0.08)
+    else:
+        tempo = 0.8 + 0.45 * age + rng.normal(0.0, 0.08)
+        walk_speed = 1.45 - 0.6 * age + rng.normal(0.0, 0.12)
+        cadence = 0.98 - 0.12 * age + rng.normal(0.0, 0.04)
+        arm_swing = rng.normal(0.32, 0.08) - 0.1 * age
+        stoop = 0.03 + 0.22 * age ** 2 + rng.normal(0.0, 0.04)
+    if child:  # short legs: quicker steps for the same speed
+        cadence *= 1.0 + 0.35 * youth
+        walk_speed *= 1.0 - 0.25 * youth
+        tempo *= 0.9
+        stoop *= 0.3
     style = Style(
-        tempo=float(np.clip(0.8 + 0.45 * age + rng.normal(0.0, 0.08), 0.7, 1.4)),
-        walk_speed=float(np.clip(1.45 - 0.6 * age + rng.normal(0.0, 0.12), 0.5, 1.75)),
-        cadence=float(np.clip(0.98 - 0.12 * age + rng.normal(0.0, 0.04), 0.78, 1.08)),
-        arm_swing=float(np.clip(rng.normal(0.32, 0.08) - 0.1 * age, 0.08, 0.5)),
-        stoop=float(np.clip(0.03 + 0.22 * age ** 2 + rng.normal(0.0, 0.04), -0.02, 0.35)),
+        tempo=float(np.clip(tempo, 0.6, 1.8)),
+        walk_speed=float(np.clip(walk_speed, 0.25, 2.1)),
+        cadence=float(np.clip(cadence, 0.65, 1.45)),
+        arm_swing=float(np.clip(arm_swing, 0.02, 0.65)),
+        stoop=float(np.clip(stoop, -0.02, 0.5)),
         sway=float(rng.uniform(0.005, 0.035)),
-        fidget=float(rng.uniform(0.4, 1.5)),
+        fidget=float(rng.uniform(0.4, 1.5) * (1.4 if child else 1.0)),
         dominant=1 if rng.random() < 0.12 else -1,
-        knee_soft=float(rng.uniform(0.0, 0.12) + 0.08 * age),
+        knee_soft=float(rng.uniform(0.0, 0.12) + 0.08 * age + (0.12 if style_family == "shuffle" else 0.0)),
         elbow_rest=float(rng.uniform(0.08, 0.4)),
-        arm_abd=float(rng.uniform(0.06, 0.22)),
-        stance=float(rng.uniform(0.0, 0.09)),
+        arm_abd=float(rng.uniform(0.06, 0.22) + 0.08 * (wide - 1.0)),
+        stance=float(rng.uniform(0.0, 0.09) + 0.1 * (wide - 1.0)),
         head_pitch=float(rng.uniform(-0.05, 0.25)),
     )
-    return Subject(id=str(subject_id), body=body, style=style)
+    return Subject(id=str(subject_id), body=body, style=style, body_family=body_family,
+                   style_family=style_family)
 
 
 # ============================================================================================
@@ -464,7 +520,7 @@ def world_joints(body: Body, m: Motion) -> np.ndarray:
     flight, along the anchor path) or the pelvis following ``anchor`` (``anchor_w`` 1)."""
     local = forward_kinematics(body, m)
     rel = np.einsum("tij,tvj->tvi", _root_rotation(m), local)
-    clearance = _CLEARANCE_RATIO * body.height
+    clearance = _CLEARANCE_RATIO * body.height * body.girth
     root = np.empty((len(m.t), 3))
     lift = m["lift"]
     if m.anchor_w >= 0.5:  # the pelvis follows the anchor path
@@ -581,9 +637,9 @@ def _gait(t: np.ndarray, s: Subject, rng: np.random.Generator, *, run: bool, yaw
     st, body = s.style, s.body
     dt = float(t[1] - t[0]) if len(t) > 1 else 0.04
     prof = np.ones_like(t) if profile is None else np.asarray(profile, dtype=np.float64)
-    if run:
-        freq = st.cadence * rng.uniform(1.35, 1.6)
-        speed = float(np.clip(rng.uniform(2.3, 4.2) * math.sqrt(st.walk_speed / 1.25), 1.8, 4.8))
+    if run:  # clearly faster than any walk: >= 1.3 strides (2.6 steps) a second, >= 2 m/s
+        freq = max(st.cadence * rng.uniform(1.35, 1.6), rng.uniform(1.3, 1.45))
+        speed = float(np.clip(rng.uniform(2.3, 4.2) * math.sqrt(max(st.walk_speed, 0.8) / 1.25), 2.0, 5.0))
     else:
         freq = st.cadence * rng.uniform(0.93, 1.07)
         speed = st.walk_speed * rng.uniform(0.85, 1.15)
@@ -604,6 +660,8 @@ def _gait(t: np.ndarray, s: Subject, rng: np.random.Generator, *, run: bool, yaw
         arm_amp, elbow = rng.uniform(0.45, 0.75), rng.uniform(1.2, 1.7)
     else:
         h0, k_st, k_sw, lean = 0.12, rng.uniform(0.05, 0.15), rng.uniform(0.8, 1.05), rng.uniform(0.0, 0.08)
+        if s.style_family == "shuffle":  # the feet stay low: little knee flexion in swing
+            h0, k_sw = 0.06, rng.uniform(0.3, 0.6)
         arm_amp, elbow = st.arm_swing * rng.uniform(0.8, 1.2), rng.uniform(0.0, 0.3)
     for side, off in (("l", 0.0), ("r", math.pi)):
         ph = phase + off
@@ -896,7 +954,50 @@ def _act_sitting(t, s, rng, variant) -> ActionResult:
     return m, variant, (0.0, float(t[-1])), {}
 
 
-def _act_falling(t, s, rng, variant) -> ActionResult:
+def _physics_allowed(families: Sequence[str] | None) -> tuple[str, ...]:
+    """The physics scenarios a clip may use (none when MuJoCo/dm-control are missing)."""
+    from posestream.train.data import ragdoll
+
+    allowed = tuple(sc for sc in _PHYSICS_FALLS if families is None or sc in families)
+    return allowed if allowed and ragdoll.available() else ()
+
+
+def _use_physics(rng: np.random.Generator, variant: str | None, families: Sequence[str] | None,
+                 prefix: str = "") -> str | None:
+    """The physics scenario of this clip, or None for a hand-animated one."""
+    if variant is not None:
+        name = variant[len(prefix):].split("-from-")[0] if variant.startswith(prefix) else None
+        return name if name in _PHYSICS_FALLS else None
+    allowed = _physics_allowed(families)
+    kinematic_ok = families is None or "kinematic" in families
+    if not allowed:
+        if not kinematic_ok:
+            raise ValueError("fall_families allows only physics scenarios, but MuJoCo/dm-control are not installed "
+                             '(pip install "posestream[synth]")')
+        return None
+    if kinematic_ok and rng.random() >= PHYSICS_SHARE:
+        return None
+    return allowed[int(rng.integers(len(allowed)))]
+
+
+def _align_fall(fall_world: np.ndarray, pre_world: np.ndarray, i0: int, blend: int) -> np.ndarray:
+    """The clip's world joints: the hand-animated ``pre_world`` up to frame ``i0``, then the
+    simulated fall (its frame 0 at ``i0``, moved so that its feet start where the pre-fall
+    body's feet are), cross-faded over ``blend`` frames (a stumbling step)."""
+    out = pre_world.copy()
+    n = min(len(fall_world), len(out) - i0)
+    fall = fall_world[:n].copy()
+    shift = pre_world[i0, [_LANK, _RANK], :2].mean(0) - fall[0, [_LANK, _RANK], :2].mean(0)
+    fall[..., :2] += shift
+    w = np.clip((np.arange(n) + 1) / max(blend, 1), 0.0, 1.0)[:, None, None]
+    out[i0:i0 + n] = (1 - w) * pre_world[i0:i0 + n] + w * fall
+    return out
+
+
+def _act_falling(t, s, rng, variant, fall_families=None) -> ActionResult:
+    scenario = _use_physics(rng, variant, fall_families)
+    if scenario is not None:
+        return _act_falling_physics(t, s, rng, scenario, None if variant is None else variant.split("-from-")[1])
     if variant is None:
         pre = "walking" if rng.random() < 0.4 else "standing"
         p = (0.5, 0.2, 0.1, 0.1, 0.1) if pre == "walking" else (0.28, 0.28, 0.14, 0.14, 0.16)
@@ -979,11 +1080,49 @@ def _act_falling(t, s, rng, variant) -> ActionResult:
         m.add("neck_flex", 0.5 * early)
     else:
         m.add("trunk_lat", (1 if fall_side == "r" else -1) * rng.uniform(0.1, 0.3) * early)
-    return m, variant, (t0, t_land), {"landing": t_land}
+    return m, variant, (t0, t_land), {"landing": t_land, "pre": pre, "down": down}
 
 
-def _act_lying(t, s, rng, variant) -> ActionResult:
-    variant = _pick_variant("lying", rng, variant, (0.35, 0.2, 0.15, 0.15, 0.15))
+def _act_falling_physics(t, s, rng, scenario: str, pre: str | None) -> ActionResult:
+    """A standing or walking person, then a simulated fall (:mod:`.ragdoll`) from onset t0."""
+    from posestream.train.data import ragdoll
+
+    pre = pre or ("walking" if rng.random() < (0.7 if scenario == "trip" else 0.35) else "standing")
+    end = float(t[-1])
+    fps = 1.0 / float(t[1] - t[0])
+    t0 = rng.uniform(min(0.25, 0.3 * end), max(min(0.25, 0.3 * end) + 1e-3, end - 1.3))
+    i0 = int(min(len(t) - 2, math.ceil(t0 * fps)))
+    yaw0 = rng.uniform(-math.pi, math.pi)
+    if pre == "walking":
+        prof = 1.0 - _ramp(t, t[i0] + 0.1, rng.uniform(0.2, 0.4))
+        pre_m, speed = _gait(t, s, rng, run=False, yaw0=yaw0, profile=prof)
+        speed *= float(prof[i0])
+    else:
+        pre_m = _standing(t, s, rng, yaw0, (0.0, 0.0),
+                          arms=_choice(rng, ("arms_down", "hands_front", "phone", "pockets"), (0.7, 0.1, 0.1, 0.1)))
+        speed = 0.0
+    heading = float(pre_m["yaw"][i0]) + _HALF_PI  # the model faces -y at heading 0, ours +x at yaw 0
+    sim = ragdoll.simulate_fall(rng, scenario, duration=end - t[i0] + 1.0 / fps, fps=fps,
+                                speed=speed if scenario == "trip" or speed > 0 else None, heading=heading)
+    fall = ragdoll.retarget(sim.joints, s.body, clearance=_CLEARANCE_RATIO * s.body.height * s.body.girth)
+    world = _align_fall(fall, world_joints(s.body, pre_m), i0, blend=max(1, int(round(0.2 * fps))))
+    t_land = float(min(t[i0] + sim.impact, end))
+    return pre_m, f"{scenario}-from-{pre}", (float(t[i0]), t_land), {
+        "landing": t_land, "pre": pre, "down": sim.down, "world": world, "obstacle": sim.obstacle}
+
+
+def _act_lying(t, s, rng, variant, fall_families=None) -> ActionResult:
+    scenario = _use_physics(rng, variant, fall_families, prefix="fallen-")
+    if scenario is not None:
+        result = _act_lying_physics(t, s, rng, scenario, tries=12 if variant is not None else 3)
+        if result is not None:
+            return result
+        if variant is not None or (fall_families is not None and "kinematic" not in fall_families):
+            raise ValueError(f"no lying posture came out of {scenario!r} simulations")
+        variant = None
+    variant = _pick_variant("lying", rng, variant, (0.3, 0.17, 0.13, 0.13, 0.12, 0.15) + (0.0,) * len(_PHYSICS_FALLS))
+    if variant == "lie_down":
+        return _act_lie_down(t, s, rng)
     end = float(t[-1])
     m = Motion(t, (0.0, 0.0), anchor_w=1.0)
     if variant == "rolling":
@@ -1008,6 +1147,73 @@ def _act_lying(t, s, rng, variant) -> ActionResult:
     m["roll"] = _wiggle(rng, t, 0.02)
     m["yaw"] = rng.uniform(-math.pi, math.pi) + np.zeros_like(t)
     return m, variant, span, {}
+
+
+def _act_lie_down(t, s, rng) -> ActionResult:
+    """Lying down on purpose: from standing down to sitting on the floor (through a squat,
+    1.2-2.5 s), a moment sitting, then reclining onto the back (1.2-2.8 s) and lying: slow
+    enough at every step that it is no fall. The descent and the recline are named by no
+    class (the timeline leaves them unlabelled); the sitting and the lying are."""
+    st, end = s.style, float(t[-1])
+    sit_d = float(np.clip(rng.uniform(1.2, 2.2) * st.tempo, 1.2, 2.5))
+    pause, rec_d = rng.uniform(0.3, 1.5), rng.uniform(1.2, 2.8)
+    t0 = rng.uniform(0.1, 0.6)
+    need = t0 + sit_d + pause + rec_d
+    if need > 0.65 * end:  # keep a third of the clip lying: squeeze the phases
+        k = 0.65 * end / need
+        t0, sit_d, pause, rec_d = t0 * k, sit_d * k, pause * k, rec_d * k
+    t1 = t0 + sit_d + pause
+    yaw = rng.uniform(-math.pi, math.pi)
+    stand = _standing(t, s, rng, yaw, (0.0, 0.0), arms="arms_down", idle_legs=False)
+    floor = stand.copy()
+    hip, knee = rng.uniform(1.35, 1.6), rng.uniform(0.2, 1.1)
+    for side in ("l", "r"):
+        floor[f"hip_flex_{side}"] = hip + rng.normal(0.0, 0.05)
+        floor[f"knee_{side}"] = knee + rng.normal(0.0, 0.15)
+        floor[f"hip_abd_{side}"] = rng.uniform(0.0, 0.3)
+        floor[f"sh_flex_{side}"] = rng.uniform(-0.6, 0.2)  # hands back on the floor, or on the lap
+        floor[f"elbow_{side}"] = rng.uniform(0.1, 0.8)
+    floor["trunk_flex"] = rng.uniform(-0.1, 0.25)
+    m = _blend(stand, floor, _ramp(t, t0, sit_d))
+    through = _hump(t, t0, sit_d)  # down through a squat
+    m.add_lr("knee", 1.3 * through, 1.3 * through)
+    m.add_lr("hip_flex", 0.35 * through, 0.35 * through)
+    m.add("trunk_flex", 0.4 * through)
+    recline = _ramp(t, t1, rec_d)
+    m["pitch"] = -_HALF_PI * recline  # onto the back, the legs staying on the floor
+    for side in ("l", "r"):
+        m[f"hip_flex_{side}"] = m[f"hip_flex_{side}"] * (1.0 - recline)
+    lie = _lying_limbs(t, s, rng, "back")
+    m = _blend(m, lie, _ramp(t, t1 + 0.5 * rec_d, 0.5 * rec_d + 0.4), CHANNELS)
+    timeline = [Segment("standing", 0.0, t0), Segment(None, t0, t0 + sit_d), Segment("sitting", t0 + sit_d, t1),
+                Segment(None, t1, t1 + 0.8 * rec_d), Segment("lying", t1 + 0.8 * rec_d, end)]
+    return m, "lie_down", (t1, end), {"timeline": timeline}
+
+
+def _act_lying_physics(t, s, rng, scenario: str, tries: int = 3) -> ActionResult | None:
+    """Lying as a simulated fall of ``scenario`` left the body, from 1-2 s after the impact
+    (still settling, or moving a little: the low tone keeps pulling toward a random posture).
+    None when ``tries`` simulations in a row left the body sitting or kneeling, not lying."""
+    from posestream.train.data import ragdoll
+
+    end = float(t[-1])
+    fps = 1.0 / float(t[1] - t[0])
+    for _ in range(tries):
+        sim = ragdoll.simulate_fall(rng, scenario, duration=end + 3.2, fps=fps)
+        start = int(round((sim.impact + rng.uniform(1.0, 2.0)) * fps))
+        if start + len(t) > len(sim.t):
+            start = len(sim.t) - len(t)
+        joints = sim.joints[start:start + len(t)]
+        down = ragdoll.down_kind(joints[len(t) // 2])
+        if down in ("back", "front", "left", "right"):
+            break
+    else:
+        return None
+    world = ragdoll.retarget(joints, s.body, clearance=_CLEARANCE_RATIO * s.body.height * s.body.girth)
+    world[..., :2] -= world[0, [_LHIP, _RHIP], :2].mean(0)
+    m = Motion(t, (0.0, 0.0), anchor_w=1.0)
+    m["yaw"] = np.full(len(t), sim.heading - _HALF_PI)
+    return m, f"fallen-{scenario}", (0.0, end), {"down": down, "world": world, "obstacle": sim.obstacle}
 
 
 def _act_picking_up(t, s, rng, variant) -> ActionResult:
@@ -1056,15 +1262,17 @@ def _act_squatting(t, s, rng, variant) -> ActionResult:
     variant = _pick_variant("squatting", rng, variant, (0.5, 0.5))
     st, end = s.style, float(t[-1])
     m = _standing(t, s, rng, rng.uniform(-math.pi, math.pi), (0.0, 0.0), arms="arms_down", idle_legs=False)
-    depth = rng.uniform(0.7, 1.0)
+    depth = rng.uniform(0.55, 1.0)
     if variant == "hold":
         down = float(np.clip(rng.uniform(0.6, 1.2) * st.tempo, 0.5, 1.5))
         t0 = rng.uniform(0.05, max(0.1, 0.5 * end - down))
         e = _ramp(t, t0, down)
-        if rng.random() < 0.3 and end - t0 - down > 1.5:
-            e = e * (1.0 - _ramp(t, rng.uniform(t0 + down + 0.5, end - 0.8), down))
-        e = e * (1.0 + _wiggle(rng, t, 0.04))
         span = (t0, end)
+        if rng.random() < 0.3 and end - t0 - down > 1.5:
+            t_up = rng.uniform(t0 + down + 0.5, end - 0.8)
+            e = e * (1.0 - _ramp(t, t_up, down))
+            span = (t0, t_up + 0.5 * down)  # standing again after that
+        e = e * (1.0 + _wiggle(rng, t, 0.04))
     else:
         period = float(np.clip(rng.uniform(1.4, 2.6) * st.tempo, 1.3, 3.0))
         t0 = rng.uniform(0.0, max(0.05, min(0.8, end - period)))
@@ -1185,6 +1393,42 @@ def _act_waving(t, s, rng, variant) -> ActionResult:
     return m, variant, (t0, min(t1, end)), {"face_camera": 0.75}
 
 
+# What a person does before and after the labelled span of each action (None: the action
+# itself), for the clip's timeline.
+_BEFORE_AFTER = {
+    "standing": (None, None), "sitting": (None, None), "lying": (None, None),
+    "walking": ("standing", "standing"), "running": ("standing", "standing"),
+    "sitting_down": ("standing", "sitting"), "standing_up": ("sitting", "standing"),
+    "picking_up": ("standing", "standing"), "squatting": ("standing", "standing"),
+    "jumping": ("standing", "standing"), "waving": ("standing", "standing"),
+}
+
+
+def clip_timeline(action: str, span: tuple[float, float], end: float, hints: dict | None = None) -> list[Segment]:
+    """Who does what when in a clip of ``action`` whose labelled event spans ``span`` (seconds)
+    and which ends at ``end``: the action's segment, and what comes before and after it (a
+    fall starts from standing or walking and ends lying, or with a label-less segment when the
+    body came to rest sitting or kneeling on the floor). The labels of served windows come
+    from it (:func:`posestream.actions.window_label`)."""
+    hints = hints or {}
+    if "timeline" in hints:  # the action spelled out its own (lying down on purpose)
+        return list(hints["timeline"])
+    s0, s1 = max(0.0, float(span[0])), min(float(end), float(span[1]))
+    if action == "falling":
+        before, after = hints.get("pre", "standing"), ("lying" if hints.get("down") in ("back", "front", "left", "right")
+                                                         else None)
+    else:
+        before, after = _BEFORE_AFTER[action]
+    segments = []
+    if s0 > 0 and before is not None:
+        segments.append(Segment(before, 0.0, s0))
+    segments.append(Segment(action, s0 if before is not None else 0.0, s1 if after is not None or action == "falling"
+                            else float(end)))
+    if s1 < end and (after is not None or action == "falling"):
+        segments.append(Segment(after, s1, float(end)))
+    return segments
+
+
 _BUILDERS: dict[str, Callable[..., ActionResult]] = {
     "standing": _act_standing,
     "walking": _act_walking,
@@ -1283,7 +1527,13 @@ def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + vx + vx @ vx / (1.0 + c)
 
 
-_CAMERA_KINDS = ("level", "elevated", "ceiling")
+#: Camera families: ``level`` (webcam/tripod 0.6-1.9 m high, about horizontal), ``elevated``
+#: (wall mount 2.2-3.5 m, 15-35 degrees down), ``ceiling`` (2.4-4.5 m, 30-70 degrees down),
+#: ``floor`` (0.05-0.5 m: a camera on a shelf low down, a robot, a phone on the floor, looking
+#: level or slightly up) and ``corner`` (a ceiling-corner surveillance camera, 2.3-3.2 m, 35-60
+#: degrees down, a wide 90-125 degree lens with strong barrel distortion).
+CAMERA_KINDS = ("level", "elevated", "ceiling", "floor", "corner")
+_CAMERA_WEIGHTS = (0.34, 0.17, 0.25, 0.09, 0.15)
 
 
 def sample_camera(rng: np.random.Generator, target, person_height: float = 1.7, *, kind: str | None = None,
@@ -1291,39 +1541,73 @@ def sample_camera(rng: np.random.Generator, target, person_height: float = 1.7, 
                   image_pos: tuple[float, float] | None = None) -> Camera:
     """A random camera looking at ``target`` (world point, usually the person's centre).
 
-    ``kind``: ``level`` (webcam/tripod 0.6-1.9 m high, looking roughly horizontally),
-    ``elevated`` (wall mount 15-35 degrees down) or ``ceiling`` (2.4-4.5 m high, 30-70
-    degrees down). ``azimuth`` (radians, world) is the direction from the target to the
-    camera. ``image_pos`` (fractions of width/height) is where the target lands in the image.
+    ``kind``: one of :data:`CAMERA_KINDS` (default drawn). Lenses: 50-80 degrees horizontal
+    field of view level, 65-110 from above, 90-125 in a corner, and one camera in six a
+    telephoto (18-40 degrees) far away; the roll is small (1.5 degrees) for most and up to 15
+    degrees (rarely 30) for a third. The person is 40 px to 110 % of the image height tall
+    (log-uniform; 20-90 % for three in four), anywhere in the frame and sometimes partly
+    outside it. ``azimuth``
+    (radians, world) is the direction from the target to the camera; ``image_pos`` (fractions
+    of width/height) is where the target lands in the image.
     """
     target = np.asarray(target, dtype=np.float64)
-    kind = kind or _choice(rng, _CAMERA_KINDS, (0.45, 0.2, 0.35))
-    if kind not in _CAMERA_KINDS:
-        raise ValueError(f"unknown camera kind {kind!r}; known: {', '.join(_CAMERA_KINDS)}")
+    kind = kind or _choice(rng, CAMERA_KINDS, _CAMERA_WEIGHTS)
+    if kind not in CAMERA_KINDS:
+        raise ValueError(f"unknown camera kind {kind!r}; known: {', '.join(CAMERA_KINDS)}")
     h, w = img_shape or _IMAGE_SHAPES[int(rng.choice(len(_IMAGE_SHAPES), p=_IMAGE_WEIGHTS))]
-    hfov = math.radians(rng.uniform(50.0, 80.0) if kind == "level" else rng.uniform(65.0, 110.0))
+    tele = kind in ("level", "elevated", "ceiling") and rng.random() < 1 / 6
+    if tele:
+        hfov_deg = rng.uniform(18.0, 40.0)
+    elif kind in ("level", "floor"):
+        hfov_deg = rng.uniform(50.0, 80.0) if kind == "level" else rng.uniform(55.0, 95.0)
+    elif kind == "corner":
+        hfov_deg = rng.uniform(90.0, 125.0)
+    else:
+        hfov_deg = rng.uniform(65.0, 110.0)
+    hfov = math.radians(hfov_deg)
     focal = 0.5 * w / math.tan(0.5 * hfov)
     az = rng.uniform(-math.pi, math.pi) if azimuth is None else azimuth
-    size = math.exp(rng.uniform(math.log(0.2), math.log(0.85)))  # person height / image height
-    if kind == "level":
-        dist = focal * person_height / (size * h)
-        cam_h = rng.uniform(0.6, 1.9)
+    # person height in the image, as a fraction of the image height: 40 px to 110 % for one
+    # person in four, 20-90 % for the others
+    low = math.log(min(40.0 / h, 0.5)) if rng.random() < 0.25 else math.log(0.2)
+    size = math.exp(rng.uniform(low, math.log(1.1 if low < math.log(0.2) else 0.9)))
+    if kind in ("level", "floor"):
+        dist = max(focal * person_height / (size * h), 0.6)
+        cam_h = rng.uniform(0.6, 1.9) if kind == "level" else rng.uniform(0.05, 0.5)
         horiz = math.sqrt(max(dist ** 2 - (cam_h - target[2]) ** 2, 0.25))
+        look = target.copy()
+        if kind == "floor":  # looking level or a little up, not at the person's centre
+            look[2] = cam_h + horiz * math.tan(math.radians(rng.uniform(-5.0, 20.0)))
     else:
-        pitch = math.radians(rng.uniform(15.0, 35.0) if kind == "elevated" else rng.uniform(30.0, 70.0))
-        cam_h = rng.uniform(2.2, 3.5) if kind == "elevated" else rng.uniform(2.4, 4.5)
+        if kind == "corner":
+            pitch, cam_h = math.radians(rng.uniform(35.0, 60.0)), rng.uniform(2.3, 3.2)
+        elif kind == "elevated":
+            pitch, cam_h = math.radians(rng.uniform(15.0, 35.0)), rng.uniform(2.2, 3.5)
+        else:
+            pitch, cam_h = math.radians(rng.uniform(30.0, 70.0)), rng.uniform(2.4, 4.5)
+        if tele:  # far away and high up, zoomed in
+            cam_h *= rng.uniform(1.5, 3.0)
         horiz = max(cam_h - target[2], 0.3) / math.tan(pitch)
         dist = math.hypot(horiz, cam_h - target[2])
-        if dist * size * h < focal * person_height * 0.5:  # far away: zoomed-in lens instead
+        if kind != "corner" and not tele and dist * size * h < focal * person_height * 0.5:  # far: zoom in
             focal = min(focal * 1.8, 0.5 * w / math.tan(math.radians(22.0)))
+        look = target
     position = np.array([target[0] + horiz * math.cos(az), target[1] + horiz * math.sin(az), cam_h])
-    rot = look_at(position, target, roll=rng.normal(0.0, math.radians(1.5)))
+    u = rng.random()
+    roll_deg = rng.normal(0.0, 1.5) if u < 0.67 else (rng.uniform(-15.0, 15.0) if u < 0.97 else
+                                                      rng.choice([-1.0, 1.0]) * rng.uniform(20.0, 30.0))
+    rot = look_at(position, look, roll=math.radians(roll_deg))
     if image_pos is None:
-        image_pos = (float(np.clip(rng.normal(0.5, 0.17), -0.05, 1.05)),
-                     float(np.clip(rng.normal(0.5, 0.13), 0.0, 1.0)))
+        image_pos = (float(np.clip(rng.normal(0.5, 0.2), -0.15, 1.15)),
+                     float(np.clip(rng.normal(0.5, 0.15), -0.05, 1.05)))
+    if kind == "floor":
+        image_pos = (image_pos[0], 0.5)
     ray = np.array([(image_pos[0] - 0.5) * w / focal, (image_pos[1] - 0.5) * h / focal, 1.0])
     rot = _rotation_between(np.array([0.0, 0.0, 1.0]), ray / np.linalg.norm(ray)) @ rot
-    k1 = rng.uniform(-0.12, 0.0) if hfov > math.radians(85) else rng.uniform(-0.04, 0.02)
+    if kind == "corner":
+        k1 = rng.uniform(-0.3, -0.12)
+    else:
+        k1 = rng.uniform(-0.12, 0.0) if hfov > math.radians(85) else rng.uniform(-0.04, 0.02)
     return Camera(position=position, rotation=rot, focal=float(focal), center=(0.5 * w, 0.5 * h),
                   img_shape=(int(h), int(w)), k1=float(k1), kind=kind)
 
@@ -1378,18 +1662,80 @@ def _runs(rng: np.random.Generator, shape: tuple[int, int], rate: float, max_len
     return out
 
 
+#: How a front end's scores look (:func:`estimator_noise`): ``estimator`` (scores as a top-down
+#: heatmap estimator's, e.g. HRNet: dropping smoothly with occlusion, size and lying),
+#: ``confident`` (as posestream's own BlazePose front end reports them on real footage: the
+#: face, shoulders and hips 0.95-1 nearly always, the limbs either sure or, when occluded,
+#: low: bimodal; measured on vtest.avi, see docs/pose_errors.md), ``flat`` (1 for every joint
+#: in the image: annotation-like) and ``low`` (an unsure estimator: 0.3-0.7).
+SCORE_STYLES = ("estimator", "confident", "flat", "low")
+_SCORE_STYLE_WEIGHTS = (0.35, 0.42, 0.1, 0.13)
+_TORSO_AND_FACE = np.array([0, 1, 2, 3, 4, 5, 6, 11, 12])
+#: What hides part of a person (:func:`estimator_noise`): a ``table`` (or a sofa back, a bed
+#: end) in front of the lower body, or a ``side`` occluder (a door frame, another person).
+OCCLUDERS = ("table", "side")
+
+
+def _occlusion_mask(rng: np.random.Generator, uv: np.ndarray, kind: str) -> np.ndarray:
+    """Boolean ``[T, V]``: which joints an occluder of ``kind`` hides. A table hides what lies
+    below an image row between the hips and the knees (of the person's median frame); a side
+    occluder hides what lies beyond an image column that cuts 20-50 % of the body's width."""
+    y = np.median(uv[..., 1], axis=0)
+    x = np.median(uv[..., 0], axis=0)
+    if kind == "table":
+        hip_y, knee_y = y[[_LHIP, _RHIP]].mean(), y[[_LKNE, _RKNE]].mean()
+        edge = hip_y + rng.uniform(-0.2, 0.8) * (knee_y - hip_y)
+        return uv[..., 1] > edge
+    x0, x1 = x.min(), x.max()
+    cut = rng.uniform(0.2, 0.5) * (x1 - x0)
+    if rng.random() < 0.5:
+        return uv[..., 0] < x0 + cut
+    return uv[..., 0] > x1 - cut
+
+
+def _joint_convention(rng: np.random.Generator, uv: np.ndarray) -> np.ndarray:
+    """Image joints ``[T, V, 2]`` with one clip-wide systematic offset of the hips and the
+    shoulders along and across the trunk (in trunk lengths / hip and shoulder widths): up
+    to 12 % of the trunk toward the shoulders and 25 % wider for the hips, +-5 % for the
+    shoulders; half the clips keep the anatomical joint centres."""
+    if rng.random() < 0.5:
+        return uv.copy()
+    out = uv.copy()
+    hips, shoulders = uv[:, [_LHIP, _RHIP]].mean(1), uv[:, [_LSHO, _RSHO]].mean(1)
+    trunk = shoulders - hips  # [T, 2]
+    hip_up, hip_wide = rng.uniform(0.0, 0.12), rng.uniform(-0.05, 0.25)
+    sh_down, sh_wide = rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)
+    for (left, right), along, wide in (((_LHIP, _RHIP), hip_up, hip_wide), ((_LSHO, _RSHO), -sh_down, sh_wide)):
+        mid = uv[:, [left, right]].mean(1)
+        half = uv[:, left] - mid
+        out[:, left] = mid + trunk * along + half * (1.0 + wide)
+        out[:, right] = mid + trunk * along - half * (1.0 + wide)
+    return out
+
+
 def estimator_noise(rng: np.random.Generator, joints: np.ndarray, cam: Camera,
-                    quality: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                    quality: float | None = None, *, score_style: str | None = None,
+                    occluder: str | None = None, jitter: float = 1.0) -> tuple[np.ndarray, np.ndarray, dict]:
     """What a top-down pose estimator reports for one person.
 
-    ``joints``: world joints ``[T, 17, 3]``. Returns ``keypoint [T, 17, 2]`` (float32 pixels),
-    ``keypoint_score [T, 17]`` (float32, zeros in frames where the person is missing) and a
-    dict of intermediate arrays (``clean`` projection, ``present`` frames, ``sigma`` jitter).
+    ``joints``: world joints ``[T, 17, 3]``. ``score_style``: one of :data:`SCORE_STYLES`
+    (default drawn). ``occluder``: None or one of :data:`OCCLUDERS` (hidden joints get low
+    scores and an estimator's guess for a position). Returns ``keypoint [T, 17, 2]`` (float32
+    pixels), ``keypoint_score [T, 17]`` (float32, zeros in frames where the person is missing)
+    and a dict of intermediate arrays (``clean`` projection, ``present`` frames, ``sigma``
+    jitter, ``hidden`` joints). ``jitter`` scales the coordinate jitter (0.15 for a person
+    held still, photo-like).
     """
     h, w = cam.img_shape
     t_len, v_len = joints.shape[:2]
     uv, depth = cam.project(joints)
     inside = (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h) & (depth > 0.2)
+    score_style = score_style or _choice(rng, SCORE_STYLES, _SCORE_STYLE_WEIGHTS)
+    if score_style not in SCORE_STYLES:
+        raise ValueError(f"unknown score style {score_style!r}; known: {', '.join(SCORE_STYLES)}")
+    if occluder is not None and occluder not in OCCLUDERS:
+        raise ValueError(f"unknown occluder {occluder!r}; known: {', '.join(OCCLUDERS)}")
+    hidden = _occlusion_mask(rng, uv, occluder) if occluder else np.zeros((t_len, v_len), dtype=bool)
     ext = uv.max(axis=1) - uv.min(axis=1)
     size = np.clip(ext.max(axis=-1), 8.0, None)  # person size in pixels [T]
 
@@ -1428,16 +1774,24 @@ def estimator_noise(rng: np.random.Generator, joints: np.ndarray, cam: Camera,
     # out of the frame
     near_edge = ((uv[..., 0] < 0.02 * w) | (uv[..., 0] > 0.98 * w) | (uv[..., 1] < 0.02 * h) | (uv[..., 1] > 0.98 * h))
     score = score - 0.1 * near_edge
+    score = np.where(hidden, rng.uniform(0.02, 0.35, (t_len, v_len)), score)
     score = np.where(inside, score, rng.uniform(0.02, 0.3, (t_len, v_len)))
     score = np.clip(score, 0.01, 1.0)  # a present person's joints all have a score > 0
 
+    # where an estimator puts the hips and shoulders is a convention of its training data:
+    # BlazePose's hips sit higher and wider than COCO's annotated ones (docs/pose_errors.md)
+    kp = _joint_convention(rng, uv)
     # coordinates: correlated jitter growing as the score drops, box jitter, misses
     sigma0, sigma1 = rng.uniform(0.004, 0.012), rng.uniform(0.06, 0.12)
-    sigma = size[:, None] * (sigma0 + sigma1 * (1.0 - score) ** 1.5)
-    kp = uv + _smooth_noise(rng, (t_len, v_len, 2), rng.uniform(0.2, 0.7)) * sigma[..., None]
+    sigma = jitter * size[:, None] * (sigma0 + sigma1 * (1.0 - score) ** 1.5)
+    kp = kp + _smooth_noise(rng, (t_len, v_len, 2), rng.uniform(0.2, 0.7)) * sigma[..., None]
     kp += (_smooth_noise(rng, (t_len, 1, 2), 0.8) * 0.006 * size[:, None, None])
     center = uv.mean(axis=1, keepdims=True)
     kp += (kp - center) * (0.015 * _smooth_noise(rng, (t_len, 1, 1), 0.8))
+    if hidden.any():  # an estimator's guess for what it cannot see: near, or far off
+        guess = rng.standard_normal((1, v_len, 2)) * rng.uniform(0.03, 0.25) * size[:, None, None]
+        kp = np.where(hidden[..., None], kp + guess + _smooth_noise(rng, (t_len, v_len, 2), 0.7)
+                      * 0.03 * size[:, None, None], kp)
     if miss.any():
         snap = rng.random((t_len, v_len)) < 0.4
         away = rng.standard_normal((1, v_len, 2)) * rng.uniform(0.05, 0.25) * size[:, None, None]
@@ -1468,10 +1822,21 @@ def estimator_noise(rng: np.random.Generator, joints: np.ndarray, cam: Camera,
             present[g0:g0 + int(rng.integers(1, 7))] = False
     lost = _runs(rng, (t_len, 1), 0.01 * horiz.mean() * (cam.kind == "level"), 5)[:, 0]
     present &= ~lost
+    # the front end's score style, once the coordinates (which the estimator's own confidence
+    # shaped) are made
+    if score_style == "confident":  # BlazePose-like: sure of the trunk, bimodal on the limbs
+        sure = 1.0 / (1.0 + np.exp(-(score - rng.uniform(0.5, 0.65)) / 0.05))
+        sure[:, _TORSO_AND_FACE] = np.maximum(sure[:, _TORSO_AND_FACE], 0.97)
+        confident = np.clip(sure * (0.985 + 0.012 * _smooth_noise(rng, (t_len, v_len), 0.6)), 0.01, 1.0)
+        score = np.where(inside & ~hidden, confident, score)
+    elif score_style == "flat":
+        score = np.where(inside & ~hidden, 1.0, np.minimum(score, 0.3))
+    elif score_style == "low":
+        score = np.clip(score * rng.uniform(0.45, 0.75), 0.01, 1.0)
     kp = np.where(present[:, None, None], kp, 0.0)
     score = np.where(present[:, None], score, 0.0)
     info = {"clean": uv, "present": present, "sigma": sigma, "inside": inside, "swapped": swapped,
-            "missed": miss}
+            "missed": miss, "hidden": hidden, "score_style": score_style}
     return kp.astype(np.float32), score.astype(np.float32), info
 
 
@@ -1534,18 +1899,31 @@ def generate_clip(action: str | int, rng: np.random.Generator | int | None = Non
                   variant: str | None = None, fps: float | None = None, duration: float | None = None,
                   img_shape: tuple[int, int] | None = None, camera_kind: str | None = None,
                   bystander: bool | float = False, noise: bool = True, frame_dir: str | None = None,
-                  debug: bool = False) -> dict:
+                  debug: bool = False, camera_kinds: Sequence[str] | None = None,
+                  fall_families: Sequence[str] | None = None, occluder: str | float | None = 0.12,
+                  score_style: str | None = None, still: float = 0.08) -> dict:
     """One labelled clip in the PYSKL annotation format (see the module docstring).
 
     ``action``: a class name or an index into ``classes`` (default :data:`ACTIONS`);
     ``label`` is its index in ``classes``. ``rng``: a Generator or a seed. ``subject``:
     whose body and style (default: a new random one). ``variant``: one of
     ``VARIANTS[action]`` (default random). ``fps`` (default 10-30), ``duration`` (seconds,
-    default 1.5-6), ``img_shape`` ``(h, w)`` and ``camera_kind`` (level/elevated/ceiling)
-    fix those draws. ``bystander``: True, False, or the probability of a second person.
+    default 1.5-6), ``img_shape`` ``(h, w)`` and ``camera_kind`` (one of
+    :data:`CAMERA_KINDS`) fix those draws; ``camera_kinds`` limits the kinds drawn from.
+    ``fall_families`` limits how falls and lying are made (:data:`FALL_FAMILIES`: hand-animated
+    or a physics scenario). ``occluder``: one of :data:`OCCLUDERS`, None, or the probability of
+    one (a table 3 times in 4). ``score_style``: one of :data:`SCORE_STYLES` (default drawn).
+    ``still``: the probability that a person in a posture (standing, sitting, lying,
+    squatting) is held perfectly still with little jitter, as a photo's skeleton repeated.
+    ``bystander``: True, False, or the probability of a second person.
     ``noise=False`` gives the exact projection with visibility-only scores. ``debug=True``
     adds ``clip["debug"]``: world joints ``[M, T, 17, 3]``, the clean projection, present
     frames, jitter sigma and the camera's parameters (numpy arrays; not for saving).
+
+    Besides the PYSKL fields the clip carries its ``timeline`` (``(label, start_s, end_s)``
+    tuples: what the actor does when, :func:`clip_timeline`) and its ``families`` (the body,
+    style, camera and fall family it was drawn from), for served windows and held-out
+    evaluation.
     """
     classes = _resolve_classes(classes)
     if isinstance(action, (int, np.integer)) and not isinstance(action, bool):
@@ -1563,12 +1941,26 @@ def generate_clip(action: str | int, rng: np.random.Generator | int | None = Non
     t_len = max(8, int(round(duration * fps)))
     t = np.arange(t_len) / fps
 
-    motion, variant, span, hints = _BUILDERS[action](t, subject, rng, variant)
-    actor = world_joints(subject.body, motion)
+    extra = {"fall_families": fall_families} if action in ("falling", "lying") else {}
+    motion, variant, span, hints = _BUILDERS[action](t, subject, rng, variant, **extra)
+    actor = hints["world"] if "world" in hints else world_joints(subject.body, motion)
+    held_still = action in ("standing", "sitting", "lying", "squatting") and rng.random() < still
+    if held_still:
+        # one instant of the posture, held for the whole clip (its timeline is that posture)
+        frozen = min(t_len - 1, int(round(0.5 * (span[0] + span[1]) * fps))) if action == "squatting" else t_len // 2
+        actor = np.repeat(actor[frozen][None], t_len, axis=0)
+        span = (0.0, float(t[-1]))
+    if camera_kind is None:
+        kinds = tuple(camera_kinds) if camera_kinds is not None else CAMERA_KINDS
+        unknown = [k for k in kinds if k not in CAMERA_KINDS]
+        if unknown or not kinds:
+            raise ValueError(f"camera_kinds must be some of {', '.join(CAMERA_KINDS)}, got {kinds}")
+        camera_kind = _choice(rng, kinds, [_CAMERA_WEIGHTS[CAMERA_KINDS.index(k)] for k in kinds])
 
     # camera: aimed at the action, retried until the actor is mostly in view
     target = actor.reshape(-1, 3).mean(axis=0)
     mid_yaw = float(motion["yaw"][t_len // 2])
+    partly_out = rng.random() < 0.15  # people cut by the image border
     best = None
     for attempt in range(8):
         az = None
@@ -1576,7 +1968,7 @@ def generate_clip(action: str | int, rng: np.random.Generator | int | None = Non
             az = mid_yaw + rng.uniform(-1.0, 1.0)
         cam = sample_camera(rng, target, subject.body.height, kind=camera_kind, img_shape=img_shape, azimuth=az)
         frac, min_depth = _visible_fraction(cam, actor)
-        need = 0.6 if action in ("walking", "running") else 0.85
+        need = 0.6 if action in ("walking", "running") or partly_out else 0.85
         if min_depth > 0.5 and frac >= need:
             best = cam
             break
@@ -1597,9 +1989,15 @@ def generate_clip(action: str | int, rng: np.random.Generator | int | None = Non
     keypoint = np.zeros((m_len, t_len, NUM_KEYPOINTS, 2), dtype=np.float32)
     score = np.zeros((m_len, t_len, NUM_KEYPOINTS), dtype=np.float32)
     dbg = {"joints3d": np.stack(people).astype(np.float32), "clean": [], "present": [], "sigma": []}
+    if occluder is None or isinstance(occluder, str):
+        occlusion = occluder
+    else:
+        occlusion = ("table" if rng.random() < 0.75 else "side") if rng.random() < float(occluder) else None
     for i, joints in enumerate(people):
         if noise:
-            kp, sc, info = estimator_noise(rng, joints, cam)
+            kp, sc, info = estimator_noise(rng, joints, cam, score_style=score_style,
+                                           occluder=occlusion if i == 0 else None,
+                                           jitter=0.15 if held_still and i == 0 else 1.0)
         else:
             uv, depth = cam.project(joints)
             h, w = cam.img_shape
@@ -1631,6 +2029,13 @@ def generate_clip(action: str | int, rng: np.random.Generator | int | None = Non
         "action_frames": (first, last),
         "camera": cam_info,
         "actor": 0,
+        "timeline": tuple((seg.label, round(seg.start, 4), round(seg.end, 4))
+                          for seg in clip_timeline(action, span, float(t[-1]), hints)),
+        "families": {"body": subject.body_family, "style": subject.style_family, "camera": cam.kind,
+                     "fall": (variant.split("-from-")[0] if action == "falling" and "world" in hints else
+                              variant[len("fallen-"):] if action == "lying" and "world" in hints else
+                              "kinematic" if action in ("falling", "lying") else None),
+                     "occluder": occlusion, "still": held_still},
     }
     if debug:
         clip["debug"] = {
