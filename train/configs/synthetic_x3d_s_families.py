@@ -19,5 +19,5 @@ data = dict(
 load_from = 'work_dirs/posestream/synthetic_x3d_s_extra/epoch_6.pth'
 optimizer = dict(type='AdamW', lr=0.0005, weight_decay=0.01)
 lr_config = dict(warmup_iters=150)
-total_epochs = 4
+total_epochs = 1
 work_dir = './work_dirs/posestream/synthetic_x3d_s_families'
