@@ -497,7 +497,8 @@ class Runtime:
                                         result.frame_index)
         self.labels.set(result.stream, result.key, *(label or (None, 0.0)))
         shown = self._shown_counts.setdefault(result.stream, {})  # bounded: one entry per class
-        shown[label[0] if label else "none"] = shown.get(label[0] if label else "none", 0) + 1
+        name = label[0] if label else "none"
+        shown[name] = shown.get(name, 0) + 1
         top = self.engine.class_names[result.label_index] if self.engine.class_names else str(result.label_index)
         seen = self._label_counts.setdefault((result.stream, result.key), {})
         seen[top] = seen.get(top, 0) + 1

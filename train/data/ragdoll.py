@@ -105,7 +105,7 @@ def _names(model):
     return bodies, joints
 
 
-def _with_obstacle(rng: np.random.Generator, kind: str, heading: float, toward: float):
+def _with_obstacle(rng: np.random.Generator, kind: str, toward: float):
     """The model with a box of ``kind`` standing in the direction ``toward`` (rad about z,
     0 = +x) from the feet; compiled anew (MuJoCo sizes a geom's collision bounds at compile)."""
     import mujoco
@@ -258,8 +258,6 @@ def simulate_fall(rng: np.random.Generator | int, scenario: str, duration: float
     (random when None). Deterministic for a seed. A simulation that goes unstable (MuJoCo
     warns, or the body ends up in the floor) or that does not bring the hips down (the body
     caught by the furniture) is drawn again with new parameters."""
-    import mujoco
-
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown fall scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -275,12 +273,11 @@ def _simulate_once(rng, scenario, duration, fps, speed, heading) -> SimulatedFal
     import mujoco
 
     plan = _plan(rng, scenario, speed)
+    base, (bodies, joints) = _base()
     if plan.obstacle is not None:
-        model, (bodies, joints) = _with_obstacle(rng, plan.obstacle, heading, heading - math.pi / 2 + plan.obstacle_toward)
+        model, (bodies, joints) = _with_obstacle(rng, plan.obstacle, heading - math.pi / 2 + plan.obstacle_toward)
     else:
-        base, (bodies, joints) = _base()
         model = copy.copy(base)
-    base, _ = _base()
     data = mujoco.MjData(model)
     model.opt.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     steps = max(1, math.ceil(1.0 / (fps * 0.002)))
@@ -299,13 +296,13 @@ def _simulate_once(rng, scenario, duration, fps, speed, heading) -> SimulatedFal
     model.jnt_stiffness[:] = stiffness * plan.tone
     model.dof_damping[:] = damping * plan.damping
     spring = standing_qpos.copy()
+    knees = {i for name, i in joints.items() if "tibia" in name}
     for j in range(1, model.njnt):
         lo, hi = model.jnt_range[j]
         adr = model.jnt_qposadr[j]
         target = rng.uniform(lo, hi)
         spring[adr] = (1 - plan.rest_spread) * standing_qpos[adr] + plan.rest_spread * target
-        name = next(n for n, i in joints.items() if i == j)
-        if plan.knee_tone is not None and "tibia" in name:
+        if plan.knee_tone is not None and j in knees:
             model.jnt_stiffness[j] = stiffness[j] * plan.knee_tone
     model.qpos_spring[:] = spring
     if plan.friction is not None:
@@ -323,7 +320,6 @@ def _simulate_once(rng, scenario, duration, fps, speed, heading) -> SimulatedFal
     n = int(round(duration * fps)) + 1
     out = np.empty((n, 17, 3))
     impact = None
-    hips0 = None
     for i in range(n):
         if i:
             for _ in range(steps):
@@ -354,8 +350,6 @@ def _simulate_once(rng, scenario, duration, fps, speed, heading) -> SimulatedFal
             log.warning("ragdoll: an unstable %s simulation drawn again", scenario)
             return None
         out[i] = _coco(model, data, bodies)
-        if hips0 is None:
-            hips0 = float(out[0, [11, 12], 2].mean())
     if data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number or out[..., 2].min() < -0.05:
         log.warning("ragdoll: an unstable %s simulation drawn again", scenario)
         return None
@@ -364,7 +358,7 @@ def _simulate_once(rng, scenario, duration, fps, speed, heading) -> SimulatedFal
     if hips[-1] > 0.45:  # caught by the furniture, or never lost its balance: no fall
         return None
     if impact is None:  # nothing but the feet touched: when the hips came halfway down
-        below = np.flatnonzero(hips < 0.5 * hips0)
+        below = np.flatnonzero(hips < 0.5 * hips[0])
         impact = float(t[below[0]]) if len(below) else float(t[-1])
     return SimulatedFall(scenario=scenario, t=t, joints=out, impact=impact, down=down_kind(out[-1]),
                          heading=heading, obstacle=plan.obstacle)
