@@ -101,3 +101,21 @@ assert engine.card.arch == "x3d_s", engine.card
     result = _child("import posestream.train.export")
     assert result.returncode == 0, result.stderr[-3000:]
 
+
+@pytest.mark.parametrize("args", [
+    ["export", "MODEL", "--out", "OUT"],
+    ["train", "synthetic_x3d_s"],
+    ["run", "VIDEO", "--model", "MODEL", "--max-frames", "1"],
+])
+def test_torch_commands_without_torch_name_the_extra(args, tmp_path):
+    if "VIDEO" in args and not VTEST.is_file():
+        pytest.skip(f"{VTEST} is missing: run tests/get_media.sh first")
+    shipped = Path(default_action_model()).with_suffix(".pth")  # the shipped model's checkpoint
+    args = [{"MODEL": str(shipped), "OUT": str(tmp_path / "m.onnx"), "VIDEO": str(VTEST)}.get(a, a) for a in args]
+    result = _child(NO_TORCH + f"from posestream.cli import main; sys.exit(main({args!r}))")
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"posestream {args[0]}: error: ")
+    assert 'pip install torch==2.13.0 "posestream[train]"' in lines[0]
+    assert not (tmp_path / "m.onnx").exists()
