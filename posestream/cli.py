@@ -25,8 +25,8 @@ class UsageError(Exception):
 #: What the runtime install (``pip install posestream``) leaves out: training, checkpoints and
 #: export need these, from the ``train`` extra.
 TRAIN_EXTRA_MODULES = ("torch", "onnxscript")
-TRAIN_EXTRA_HINT = ("needs PyTorch, which `pip install posestream` leaves out (it serves ONNX models); "
-                    'install the training extra: pip install torch==2.13.0 "posestream[train]"')
+TRAIN_EXTRA_HINT = ("needs the training extra (PyTorch), which `pip install posestream` leaves out (it serves "
+                    'ONNX models): pip install torch==2.13.0 "posestream[train]"')
 
 
 def main(argv: list[str] | None = None) -> int:
