@@ -18,7 +18,9 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    # 3.11: run configs are TOML, read with the standard library's tomllib (new in 3.11); a
+    # tomli fallback for 3.10 would be a second code path that no test runs.
+    python_requires=">=3.11",
     packages=[
         "posestream",
         "posestream.engines",
@@ -35,10 +37,9 @@ setup(
         "posestream.train.data": "train/data",
         "posestream.train.models": "train/models",
     },
+    # The runtime: serving the shipped (or any exported) ONNX model needs no torch. Training,
+    # torch checkpoints and export come with the `train` extra below.
     install_requires=[
-        # torch is pinned by the README's install command (torch==2.13.0, CPU wheel); a bare
-        # range here keeps an already-installed build instead of pulling a CUDA one.
-        "torch>=2.1",
         "numpy>=1.24",
         "pillow>=9",
         "tqdm>=4.60",
@@ -46,10 +47,9 @@ setup(
         # OpenCV 5 removed HOGDescriptor/CascadeClassifier and changed video I/O; stay on 4.x.
         "opencv-python-headless>=4.8,<5",
         "onnxruntime>=1.17",
-        # ONNX export (torch.onnx's dynamo exporter builds the graph with onnxscript) and the
-        # int8 quantizer; tested with onnx 1.23, onnxscript 0.7 and onnxruntime 1.32.
+        # reading a model's metadata and the int8 quantizer; tested with onnx 1.23 and
+        # onnxruntime 1.32.
         "onnx>=1.18",
-        "onnxscript>=0.4",
     ],
     # The pose front end's converted networks (see engines/models/MODEL_CARD.md).
     package_data={
@@ -60,6 +60,11 @@ setup(
         "posestream.train": ["configs/*.py", "configs/label_maps/*.txt"],
     },
     extras_require={
+        # training, evaluation, torch checkpoints, the torch engines and export. torch is pinned
+        # by the README's install commands (torch==2.13.0, CPU wheel); a bare range here keeps
+        # an already-installed build instead of pulling a CUDA one. torch.onnx's dynamo exporter
+        # builds the graph with onnxscript (tested with 0.7).
+        "train": ["torch>=2.1", "onnxscript>=0.4"],
         "test": ["pytest>=7"],
         "tensorboard": ["tensorboard>=2.10"],
         # physics falls for `posestream synth` (train/data/ragdoll.py): MuJoCo simulates the CMU

@@ -27,8 +27,10 @@ the machine can run (see :func:`posestream.engines.action_gpu.make_gpu_engine`).
 All engines agree with ``torch`` on the same volumes: the fp32 ones within 1e-4 on the
 logits (measured: about 1e-6), the int8 one within a few percent of the logit range.
 
-ONNX files carry the model card in their ``metadata_props`` (see :func:`card_metadata`), so an
-ONNX engine needs nothing but the ``.onnx`` file.
+ONNX files carry the model card (:class:`posestream.engines.card.ModelCard`) in their
+``metadata_props`` (see :func:`card_metadata`), so an ONNX engine needs nothing but the
+``.onnx`` file, and no torch: this module imports torch only inside the torch engines, and
+``posestream.train`` only where one loads a checkpoint.
 
 Threads: ``threads`` sets ONNX Runtime's intra-op pool of the engine's own session. PyTorch's
 intra-op pool is one per process: a torch engine sets ``torch.set_num_threads(threads)`` when it
@@ -45,12 +47,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+
+from posestream.engines.card import ModelCard
 from posestream.errors import first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-    from posestream.train.checkpoints import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,6 @@ ONNX_VERSION = 1
 # posestream itself reads META_CARD.
 READABLE_KEYS = ("arch", "num_classes", "in_channels", "heatmap", "limbs", "clip_len", "size", "sigma",
                  "class_names")
-_CARD_FIELDS = ("arch", "num_classes", "in_channels", "heatmap", "limbs", "clip_len", "size", "sigma",
-                "class_names", "source", "extra")
 
 
 class EngineError(ValueError):
@@ -84,10 +84,10 @@ class EngineError(ValueError):
 # Metadata
 
 
-def card_metadata(card: "ModelCard", *, precision: str = "fp32",
+def card_metadata(card: ModelCard, *, precision: str = "fp32",
                   input_shape: Sequence[int | None] | None = None) -> dict[str, str]:
     """The ``metadata_props`` (string to string) that describe ``card`` in an ONNX file."""
-    fields = {name: getattr(card, name) for name in _CARD_FIELDS}
+    fields = card.to_dict()
     props = {META_FORMAT: ONNX_FORMAT, META_VERSION: str(ONNX_VERSION),
              META_CARD: json.dumps(fields, default=str, sort_keys=True), META_PRECISION: precision}
     if input_shape is not None:
@@ -98,18 +98,16 @@ def card_metadata(card: "ModelCard", *, precision: str = "fp32",
     return props
 
 
-def card_from_metadata(props: Mapping[str, str], source: str = "<onnx>") -> "ModelCard | None":
+def card_from_metadata(props: Mapping[str, str], source: str = "<onnx>") -> ModelCard | None:
     """The ModelCard stored by :func:`card_metadata`, or None for a file without one."""
     if props.get(META_FORMAT) != ONNX_FORMAT or META_CARD not in props:
         return None
-    from posestream.train.checkpoints import ModelCard
-
     version = props.get(META_VERSION)
     if version != str(ONNX_VERSION):
         raise EngineError(f"{source}: posestream ONNX metadata version {version!r}, this posestream reads {ONNX_VERSION}")
     try:
         fields = json.loads(props[META_CARD])
-        return ModelCard(**{k: v for k, v in fields.items() if k in _CARD_FIELDS})
+        return ModelCard.from_dict(fields)
     except (TypeError, ValueError) as exc:
         raise EngineError(f"{source}: bad model card in the ONNX metadata ({exc})") from None
 

@@ -83,7 +83,7 @@ from posestream.files import atomic_write
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from posestream.train.checkpoints import ModelCard
+    from posestream.engines.card import ModelCard
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
 """The ``posestream`` command line.
 
 Each sub-command is one function; heavy imports happen inside it, so ``posestream --help``
-stays fast. Errors a user can fix (a bad file, a bad option) print one line and exit 2.
+stays fast and the serving commands (``run``, ``demo``, ``bench`` on an ONNX model) work
+without torch, which only ``posestream[train]`` installs. Errors a user can fix (a bad file, a
+bad option, that missing extra) print one line and exit 2.
 """
 from __future__ import annotations
 
@@ -20,6 +22,13 @@ class UsageError(Exception):
     """A problem with the user's input: printed as one line, exit status 2."""
 
 
+#: What the runtime install (``pip install posestream``) leaves out: training, checkpoints and
+#: export need these, from the ``train`` extra.
+TRAIN_EXTRA_MODULES = ("torch", "onnxscript")
+TRAIN_EXTRA_HINT = ("needs the training extra (PyTorch), which `pip install posestream` leaves out (it serves "
+                    'ONNX models): pip install torch==2.13.0 "posestream[train]"')
+
+
 def main(argv: list[str] | None = None) -> int:
     # OpenCV and FFmpeg print their own warnings (e.g. "moov atom not found") to stderr from C;
     # posestream reports every such failure itself as one line. Set these to see them again.
@@ -34,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except (UsageError, ValueError, OSError) as exc:
         print(f"posestream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        print(f"posestream {args.command}: error: {args.command} {TRAIN_EXTRA_HINT} (no module {exc.name!r})",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"posestream {args.command}: interrupted", file=sys.stderr)

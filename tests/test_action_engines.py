@@ -15,6 +15,7 @@ from posestream.engines.action import (
     EngineError,
     OnnxEngine,
     TorchEngine,
+    card_from_metadata,
     make_engine,
     read_onnx_metadata,
 )
@@ -256,3 +257,14 @@ def test_foreign_onnx_without_a_card_still_runs(tmp_path):
     assert engine.card is None and engine.num_classes == 17 and engine.input_shape == (17, 8, 32, 32)
     volumes = np.random.default_rng(0).random((2, 17, 8, 32, 32), dtype=np.float32)
     np.testing.assert_allclose(engine.predict(volumes), volumes.mean(axis=(2, 3, 4)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("card_json,message", [
+    ('{"arch": "resnet", "num_classes": 2}', "unknown arch 'resnet'"),
+    ('["x3d_s", 2]', "a table of fields, got list"),
+    ('{"arch": "x3d_s"}', "num_classes"),
+])
+def test_a_bad_card_in_onnx_metadata_is_a_one_line_error(card_json, message):
+    props = {"posestream.format": "posestream-onnx", "posestream.version": "1", "posestream.card": card_json}
+    with pytest.raises(EngineError, match=f"m.onnx: bad model card in the ONNX metadata .*{message}"):
+        card_from_metadata(props, "m.onnx")

@@ -7,6 +7,16 @@ from posestream.train.checkpoints import ModelCard, load_checkpoint, load_model,
 from posestream.train.models import build_model
 
 
+def test_the_cards_model_names_are_the_zoos_registry():
+    """The card validates names without importing torch, against its own list; that list must
+    be exactly the networks the zoo builds, in the zoo's order."""
+    from posestream.engines import card
+    from posestream.train.models.zoo import SPECS
+
+    assert card.MODEL_NAMES == tuple(SPECS)
+    assert ModelCard is card.ModelCard  # checkpoints use the engines' card, not a copy
+
+
 def test_round_trip_rebuilds_the_same_model(tmp_path):
     model = build_model("x3d_s", num_classes=5).eval()
     card = ModelCard(arch="x3d_s", num_classes=5, heatmap="limbs", limbs="pyskl_released",

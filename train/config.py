@@ -366,8 +366,8 @@ class TrainConfig:
                            dropout=self.dropout)
 
     def model_card(self, source: str = "", extra: dict | None = None):
-        """The :class:`~posestream.train.checkpoints.ModelCard` of a model trained with this config."""
-        from posestream.train.checkpoints import ModelCard
+        """The :class:`~posestream.engines.card.ModelCard` of a model trained with this config."""
+        from posestream.engines.card import ModelCard
 
         return ModelCard(arch=self.arch, num_classes=self.num_classes, in_channels=self.in_channels,
                          heatmap=self.heatmap, limbs=self.limbs, clip_len=self.clip_len, size=self.size,

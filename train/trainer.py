@@ -433,13 +433,9 @@ def _set_rng_state(state: Mapping) -> None:
 # The training state file
 
 
-def _card_payload(card: ModelCard) -> dict:
-    return {f.name: getattr(card, f.name) for f in dataclasses.fields(ModelCard)}
-
-
 def _save_latest(path: Path, card: ModelCard, state_dict: Mapping[str, torch.Tensor], train_state: dict) -> None:
     """``latest.pth``: a posestream checkpoint (``load_model`` reads it) plus ``train_state``."""
-    payload = {"format": FORMAT, "version": VERSION, **_card_payload(card),
+    payload = {"format": FORMAT, "version": VERSION, **card.to_dict(),
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
                "train_state": train_state}
     atomic_write(path, lambda f: torch.save(payload, f))

@@ -51,6 +51,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+# The names alone live with the model card (no torch there); SPECS below must hold exactly
+# these, in this order (tests/test_checkpoints.py checks).
+from posestream.engines.card import MODEL_NAMES
+
 from .backbones import C3D, X3D, SlowOnly
 from .heads import ClsHead
 from .rgbpose import RGBPoseConv3D
@@ -98,7 +102,6 @@ SPECS: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("rgbpose_conv3d", "RGBPose-Conv3D", (32, 56, 56), None),
 )}
 
-MODEL_NAMES: tuple[str, ...] = tuple(SPECS)
 RGB_INPUT_SHAPE = (3, 8, 224, 224)
 
 
