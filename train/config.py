@@ -103,10 +103,11 @@ class ConfigError(ValueError):
 
 
 def shipped_configs() -> dict[str, Path]:
-    """The configs shipped with posestream: name (file stem) -> path."""
+    """The configs shipped with posestream: name (file stem) -> path. Files whose name starts
+    with ``_`` are the bases the shipped configs name in ``_base_``, not configs of their own."""
     if not CONFIG_DIR.is_dir():
         return {}
-    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.py"))}
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.py")) if not p.name.startswith("_")}
 
 
 def resolve_config(name_or_path: str | os.PathLike) -> Path:
