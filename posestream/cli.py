@@ -524,9 +524,6 @@ def _file_name(frame_dir: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(frame_dir)).strip("._") or "clip"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def _run_config(args, **overrides):
     from posestream.realtime.config import load_run_config
@@ -624,3 +621,8 @@ def cmd_bench(args) -> int:
     print(format_table(report))
     print(f"wrote {args.json}")
     return 0
+
+
+# Last, so that every command function above exists when `python posestream/cli.py` runs main().
+if __name__ == "__main__":
+    sys.exit(main())

@@ -88,6 +88,18 @@ def test_console_script_is_installed(tmp_path):
     assert result.stdout.startswith("posestream ")
 
 
+def test_cli_file_runs_as_a_script():
+    # `python posestream/cli.py` runs the module's __main__ block as the file executes: every
+    # command function the parser names must already exist there (the block comes last).
+    import posestream.cli
+
+    result = subprocess.run([sys.executable, posestream.cli.__file__, "--help"], capture_output=True, text=True,
+                            timeout=120, env=os.environ)
+    assert result.returncode == 0, result.stderr
+    for command in ("train", "test", "run", "demo", "bench"):
+        assert f"    {command} " in result.stdout, command
+
+
 def test_models_json_lists_every_variant_with_counts(capsys):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
