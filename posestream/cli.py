@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The choices come from the registries that define them (none of these modules imports torch).
+    from posestream.engines.action import ALL_ENGINE_KINDS
+    from posestream.engines.pose import FRONT_ENDS
+    from posestream.engines.pose import PRESETS as POSE_PRESETS
+    from posestream.realtime.config import PACES, PRESET_SETTINGS
+    from posestream.skeleton import LIMB_LAYOUTS
+
     parser = argparse.ArgumentParser(prog="posestream", description="Real-time skeleton action recognition "
                                      "with PoseConv3D heatmap volumes.")
     parser.add_argument("--version", action="version", version=f"posestream {__version__}")
@@ -93,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", help="also write an annotated video (boxes, track ids, skeletons), .mp4")
     p.add_argument("--min-frames", type=int, default=15, help="drop tracks seen in fewer frames (default 15)")
     p.add_argument("--max-frames", type=int, help="read at most this many frames of each video")
-    p.add_argument("--pose", choices=["default", "webcam", "surveillance", "rtm", "mmpose"], default="default",
+    p.add_argument("--pose", choices=FRONT_ENDS, default="default",
                    help="pose front end (default: MoveNet + BlazePose, shipped with posestream)")
     p.add_argument("--det-onnx", help="RTMDet person detector ONNX (with --pose rtm)")
     p.add_argument("--pose-onnx", help="RTMPose ONNX (with --pose rtm)")
@@ -155,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="default: read from the classifier weights")
     p.add_argument("--heatmap", choices=["joints", "limbs"], default="joints",
                    help="what the model was trained on (a limb model carries its limb order)")
-    p.add_argument("--limbs", choices=["pyskl_default", "pyskl_released"],
+    p.add_argument("--limbs", choices=list(LIMB_LAYOUTS),
                    help="limb order of a limb model (default pyskl_released, PYSKL's released limb configs)")
     p.add_argument("--class-names", help="a text file with one class name per line")
     p.add_argument("--clip-len", type=int, default=48, help="test-time frames per volume (default 48)")
@@ -199,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames of the sample video to process (default 300; 0 for all)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (webcam default 30)")
     p.add_argument("--model", help="action model: a posestream checkpoint or ONNX file (default: the shipped one)")
-    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "torch-cuda", "tensorrt"],
+    p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine")
     p.add_argument("--show", action="store_true", help="also show a live window (needs an OpenCV build with GUI)")
     p.add_argument("--http", metavar="HOST:PORT", help="serve status, MJPEG preview and /metrics here")
@@ -210,14 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="video to read (default: the sample video vtest.avi)")
     p.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4], help="stream counts (default 1 2 4)")
     p.add_argument("--frames", type=int, default=150, help="frames per stream per run (default 150)")
-    p.add_argument("--preset", choices=["surveillance", "webcam"], default="surveillance",
+    p.add_argument("--preset", choices=list(PRESET_SETTINGS), default="surveillance",
                    help="surveillance: default pose front end, every person; webcam: the fast front end, "
                         "landmarks for one person")
     p.add_argument("--config", help="run settings (.toml or .json) applied before --preset")
     p.add_argument("--model", help="action model (default: the shipped one)")
-    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "torch-cuda", "tensorrt"],
+    p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine")
-    p.add_argument("--pace", choices=["realtime", "fast"], default="realtime",
+    p.add_argument("--pace", choices=PACES, default="realtime",
                    help="realtime: the video plays at its own rate like a camera, the pipeline drops what it "
                         "cannot take (latency as live); fast: every frame, as fast as processed (throughput)")
     p.add_argument("--json", default="bench.json", help="report to write (default bench.json)")
@@ -226,13 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
+    from posestream.engines.action import ALL_ENGINE_KINDS
+    from posestream.engines.pose import PRESETS as POSE_PRESETS
+    from posestream.realtime.config import MODES, PACES
+
     p.add_argument("--config", help="run settings file (.toml or .json; see posestream.realtime.config)")
     p.add_argument("--model", help="action model: a posestream checkpoint or ONNX file (default: the shipped one)")
-    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "torch-cuda", "tensorrt"],
+    p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine (default auto; the GPU kinds fall back to the CPU with a notice)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where the action engine runs (default cpu)")
-    p.add_argument("--pose", choices=["default", "webcam", "surveillance"], help="pose front end preset")
-    p.add_argument("--mode", choices=["track", "scene"], help="one window per person (track) or per stream (scene)")
+    p.add_argument("--pose", choices=list(POSE_PRESETS), help="pose front end preset")
+    p.add_argument("--mode", choices=MODES, help="one window per person (track) or per stream (scene)")
     p.add_argument("--out", dest="video_out", help="annotated video to write (.mp4; several streams: one file each)")
     p.add_argument("--events", dest="events_out",
                    help="events as JSON lines to this file ('-' for stdout, the default)")
@@ -241,16 +252,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "(127.0.0.1 unless you also give --token)")
     p.add_argument("--token", help="bearer token the HTTP server requires")
     p.add_argument("--show", action="store_true", default=None, help="also show a live window")
-    p.add_argument("--pace", choices=["realtime", "fast"], help="video files at their own rate (default) or as fast "
+    p.add_argument("--pace", choices=PACES, help="video files at their own rate (default) or as fast "
                    "as processed")
     p.add_argument("--loop", action="store_true", default=None, help="loop video files and image folders")
     p.add_argument("--max-frames", type=int, help="stop each source after this many frames")
 
 
 def _add_volume_options(p: argparse.ArgumentParser, limbs_help: str | None = None) -> None:
+    from posestream.skeleton import LIMB_LAYOUTS
+
     p.add_argument("--clip-len", type=int, default=48, help="frames per volume (default 48, as PYSKL's NTU configs)")
     p.add_argument("--size", type=int, default=64, help="volume height and width (default 64)")
-    p.add_argument("--limbs", choices=["pyskl_default", "pyskl_released"],
+    p.add_argument("--limbs", choices=list(LIMB_LAYOUTS),
                    help=limbs_help or "limb heatmaps in this limb order instead of joint heatmaps")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load pickles with the unrestricted unpickler (runs code: trusted files only)")

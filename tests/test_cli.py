@@ -100,6 +100,31 @@ def test_cli_file_runs_as_a_script():
         assert f"    {command} " in result.stdout, command
 
 
+def test_cli_choices_are_the_registries():
+    # Each option with a fixed set of values offers exactly what the code behind it accepts, on
+    # every command that has it: a kind added to a registry appears in the CLI without a paste.
+    import argparse
+
+    from posestream.cli import build_parser
+    from posestream.engines.action import ALL_ENGINE_KINDS
+    from posestream.engines.pose import FRONT_ENDS, PRESETS
+    from posestream.realtime.config import MODES, PACES, PRESET_SETTINGS
+    from posestream.skeleton import LIMB_LAYOUTS
+
+    registries = {"engine": ALL_ENGINE_KINDS, "limbs": tuple(LIMB_LAYOUTS), "mode": MODES, "pace": PACES,
+                  "preset": tuple(PRESET_SETTINGS)}
+    pose_choices = {"pose": FRONT_ENDS, "run": tuple(PRESETS), "demo": tuple(PRESETS), "bench": tuple(PRESETS)}
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    seen = set()
+    for command, parser in subparsers.choices.items():
+        for action in parser._actions:
+            expected = pose_choices.get(command) if action.dest == "pose" else registries.get(action.dest)
+            if expected is not None and action.choices is not None:
+                assert tuple(action.choices) == tuple(expected), (command, action.dest)
+                seen.add(action.dest)
+    assert seen == set(registries) | {"pose"}
+
+
 def test_models_json_lists_every_variant_with_counts(capsys):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
