@@ -107,14 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     p.set_defaults(run=cmd_pose)
 
-    from posestream.train.config import add_fuse_arguments, add_test_arguments, add_train_arguments
-
     p = commands.add_parser("train", help="train a model from a PYSKL-format config (a file or a shipped name)")
-    add_train_arguments(p)
+    _add_train_options(p)
     p.set_defaults(run=cmd_train)
 
     p = commands.add_parser("test", help="evaluate a checkpoint: top-1/top-5/mean class, confusion, robustness")
-    add_test_arguments(p)
+    _add_test_options(p)
     p.set_defaults(run=cmd_test)
 
     p = commands.add_parser("calibrate", help="fit a temperature on held-out data (ECE before/after) and the "
@@ -132,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_calibrate)
 
     p = commands.add_parser("fuse", help="late fusion of saved test scores (e.g. joint + limb)")
-    add_fuse_arguments(p)
+    _add_fuse_options(p)
     p.set_defaults(run=cmd_fuse)
 
     p = commands.add_parser("models", help="list the networks with parameters and FLOPs beside the paper's")
@@ -230,6 +228,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="bench.json", help="report to write (default bench.json)")
     p.set_defaults(run=cmd_bench)
     return parser
+
+
+def _add_training_process_options(p: argparse.ArgumentParser) -> None:
+    """The options `train` and `test` share."""
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. data.videos_per_gpu=8 total_epochs=2 (as PYSKL's --cfg-options)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--workers", type=int, help="data loading processes (default: the config's workers_per_gpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; on a busy CPU, 1 can be "
+                                               "much faster)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load pickles with the unrestricted unpickler (runs code: trusted files only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    """``posestream train CONFIG``. Launched by ``torchrun --nproc_per_node N``, the same command
+    trains on N processes."""
+    p.add_argument("config", help="a PYSKL-format config file, or a shipped config's name (e.g. ntu60_xsub_joint)")
+    p.add_argument("--work-dir", help="where checkpoints and logs go (default: the config's work_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/latest.pth")
+    p.add_argument("--seed", type=int, help="random seed (default: the config's seed, else 0)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke runs)")
+    p.add_argument("--no-validate", action="store_true", help="skip validation (no best.pth)")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    _add_training_process_options(p)
+
+
+def _add_test_options(p: argparse.ArgumentParser) -> None:
+    """``posestream test CONFIG CHECKPOINT``."""
+    p.add_argument("config", help="a PYSKL-format config file, or a shipped config's name")
+    p.add_argument("checkpoint", help="a posestream checkpoint (.pth)")
+    p.add_argument("--split", help="split to test (default: the config's data.test split)")
+    p.add_argument("--num-clips", type=int, help="clips per video (default: the config's test pipeline, 10 in "
+                                                 "PYSKL's; 1 for 1-clip testing)")
+    flip = p.add_mutually_exclusive_group()
+    flip.add_argument("--flip", dest="flip", action="store_true", default=None,
+                      help="also test the mirrored volumes and average (default: as the config)")
+    flip.add_argument("--no-flip", dest="flip", action="store_false", help="no flip testing")
+    p.add_argument("--out", help="folder for scores.npy, meta.json, results.json, confusion.png "
+                                 "(default: beside the checkpoint)")
+    p.add_argument("--batch-size", type=int, help="videos per forward pass (default: the config's test_dataloader)")
+    p.add_argument("--robustness", action="store_true",
+                   help="also run the paper's Table 7 test: drop one limb keypoint per person and frame with "
+                        "p in {0, 1/8, 1/4, 1/2, 1}")
+    p.add_argument("--drop-probs", type=float, nargs="+", metavar="P", help="robustness test at these probabilities")
+    p.add_argument("--drop-seed", type=int, default=0, help="seed of the robustness test's draws (default 0)")
+    p.add_argument("--top-confused", type=int, default=5, help="most confused class pairs to list (default 5)")
+    _add_training_process_options(p)
+
+
+def _add_fuse_options(p: argparse.ArgumentParser) -> None:
+    """``posestream fuse RUN RUN ...``."""
+    p.add_argument("runs", nargs="+", help="evaluation folders written by `posestream test` (same split)")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: all 1)")
+    p.add_argument("--out", help="folder for the fused scores and results")
+    p.add_argument("--top-confused", type=int, default=5, help="most confused class pairs to list (default 5)")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -361,9 +416,14 @@ def cmd_pose(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from posestream.train.trainer import run_train
+    from posestream.train.config import parse_cfg_options
+    from posestream.train.trainer import TrainOptions, run_train
 
-    return run_train(args)
+    return run_train(TrainOptions(
+        config=args.config, work_dir=args.work_dir, resume=args.resume, seed=args.seed, max_steps=args.max_steps,
+        validate=not args.no_validate, amp=False if args.no_amp else None,
+        options=parse_cfg_options(args.cfg_options), device=args.device, workers=args.workers,
+        threads=args.threads, trusted=args.trust_pickle, progress=not args.quiet))
 
 
 def cmd_calibrate(args) -> int:
@@ -394,15 +454,22 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_test(args) -> int:
-    from posestream.train.evaluate import run_test
+    from posestream.train.config import parse_cfg_options
+    from posestream.train.evaluate import TABLE7_DROP_PROBS, EvalOptions, run_test
 
-    return run_test(args)
+    return run_test(EvalOptions(
+        config=args.config, checkpoint=args.checkpoint, split=args.split, num_clips=args.num_clips, flip=args.flip,
+        out_dir=args.out, batch_size=args.batch_size,
+        drop_probs=args.drop_probs or (TABLE7_DROP_PROBS if args.robustness else None), drop_seed=args.drop_seed,
+        top_confused=args.top_confused, options=parse_cfg_options(args.cfg_options), device=args.device,
+        workers=args.workers, threads=args.threads, trusted=args.trust_pickle, progress=not args.quiet))
 
 
 def cmd_fuse(args) -> int:
-    from posestream.train.evaluate import run_fuse
+    from posestream.train.evaluate import format_results, fuse_results
 
-    return run_fuse(args)
+    print(format_results(fuse_results(args.runs, args.weights, out_dir=args.out, top_confused=args.top_confused)))
+    return 0
 
 
 def cmd_models(args) -> int:

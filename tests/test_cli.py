@@ -1,14 +1,17 @@
 """The README's main job, command by command, on real files in a temporary folder."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import posestream.cli
 from posestream.cli import main
 from posestream.train.data.clips import load_clip, save_dataset
 from posestream.train.data.sample import waving_and_walking_clip
@@ -123,6 +126,16 @@ def test_cli_choices_are_the_registries():
                 assert tuple(action.choices) == tuple(expected), (command, action.dest)
                 seen.add(action.dest)
     assert seen == set(registries) | {"pose"}
+
+
+def test_command_line_options_are_defined_only_in_the_cli():
+    # The library modules take typed options (TrainOptions, EvalOptions, RunConfig): argparse is
+    # the CLI's business, so one option has one definition.
+    root = Path(posestream.cli.__file__).resolve().parent.parent
+    offenders = [str(path.relative_to(root)) for folder in ("train", "engines", "realtime", "posestream")
+                 for path in sorted((root / folder).rglob("*.py"))
+                 if path.name != "cli.py" and re.search(r"\bargparse\b|\.add_argument\(", path.read_text())]
+    assert offenders == []
 
 
 def test_models_json_lists_every_variant_with_counts(capsys):
