@@ -416,14 +416,19 @@ def cmd_pose(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from posestream.train.config import parse_cfg_options
     from posestream.train.trainer import TrainOptions, run_train
 
     return run_train(TrainOptions(
         config=args.config, work_dir=args.work_dir, resume=args.resume, seed=args.seed, max_steps=args.max_steps,
-        validate=not args.no_validate, amp=False if args.no_amp else None,
-        options=parse_cfg_options(args.cfg_options), device=args.device, workers=args.workers,
-        threads=args.threads, trusted=args.trust_pickle, progress=not args.quiet))
+        validate=not args.no_validate, amp=False if args.no_amp else None, **_process_options(args)))
+
+
+def _process_options(args) -> dict:
+    """The ProcessOptions fields from the options of :func:`_add_training_process_options`."""
+    from posestream.train.config import parse_cfg_options
+
+    return dict(options=parse_cfg_options(args.cfg_options), device=args.device, workers=args.workers,
+                threads=args.threads, trusted=args.trust_pickle, progress=not args.quiet)
 
 
 def cmd_calibrate(args) -> int:
@@ -454,15 +459,13 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_test(args) -> int:
-    from posestream.train.config import parse_cfg_options
     from posestream.train.evaluate import TABLE7_DROP_PROBS, EvalOptions, run_test
 
     return run_test(EvalOptions(
         config=args.config, checkpoint=args.checkpoint, split=args.split, num_clips=args.num_clips, flip=args.flip,
         out_dir=args.out, batch_size=args.batch_size,
         drop_probs=args.drop_probs or (TABLE7_DROP_PROBS if args.robustness else None), drop_seed=args.drop_seed,
-        top_confused=args.top_confused, options=parse_cfg_options(args.cfg_options), device=args.device,
-        workers=args.workers, threads=args.threads, trusted=args.trust_pickle, progress=not args.quiet))
+        top_confused=args.top_confused, **_process_options(args)))
 
 
 def cmd_fuse(args) -> int:

@@ -56,7 +56,7 @@ __all__ = [
     "LIMB_KEYPOINTS", "TABLE7_DROP_PROBS", "topk_accuracy", "mean_class_accuracy", "confusion_matrix",
     "compute_metrics", "most_confused_pairs", "average_clip_scores", "drop_limb_keypoints", "predict", "worker_init",
     "late_fusion", "load_scores", "fuse_results", "confusion_image", "confusion_layout", "save_confusion_png",
-    "evaluate", "format_results", "run_test", "EvalOptions",
+    "evaluate", "format_results", "run_test", "EvalOptions", "ProcessOptions",
 ]
 
 log = logging.getLogger("posestream.train")
@@ -598,8 +598,20 @@ def format_results(result: Mapping) -> str:
 # `posestream test` (the command line options are defined in posestream.cli)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProcessOptions:
+    """The settings ``posestream train`` and ``posestream test`` share (keyword-only)."""
+
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  #: dotted config overrides
+    device: str | None = None
+    workers: int | None = None
+    threads: int | None = None             #: torch CPU threads (None: torch's default)
+    trusted: bool = False                  #: the unrestricted unpickler
+    progress: bool = True
+
+
 @dataclasses.dataclass(frozen=True)
-class EvalOptions:
+class EvalOptions(ProcessOptions):
     """What ``posestream test`` runs: :func:`evaluate`'s arguments plus the process settings."""
 
     config: str | os.PathLike              #: a config file or a shipped config's name
@@ -612,12 +624,6 @@ class EvalOptions:
     drop_probs: Sequence[float] | None = None  #: the robustness test's probabilities (None: no test)
     drop_seed: int = 0
     top_confused: int = 5
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  #: dotted config overrides
-    device: str | None = None
-    workers: int | None = None
-    threads: int | None = None             #: torch CPU threads (None: torch's default)
-    trusted: bool = False                  #: the unrestricted unpickler
-    progress: bool = True
 
 
 def run_test(opts: EvalOptions) -> int:

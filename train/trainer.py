@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from posestream.files import atomic_write
 from posestream.train.checkpoints import FORMAT, VERSION, ModelCard, load_checkpoint, save_checkpoint
 from posestream.train.config import ConfigError, TrainConfig, load_config
-from posestream.train.evaluate import compute_metrics, predict, worker_init
+from posestream.train.evaluate import ProcessOptions, compute_metrics, predict, worker_init
 
 __all__ = ["train", "ClipDataset", "EpochSampler", "lr_at", "load_training_state", "run_train", "TrainOptions"]
 
@@ -878,7 +878,7 @@ class _Run:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainOptions:
+class TrainOptions(ProcessOptions):
     """What ``posestream train`` runs: :func:`train`'s arguments plus the process settings."""
 
     config: str | os.PathLike              #: a config file or a shipped config's name
@@ -888,12 +888,6 @@ class TrainOptions:
     max_steps: int | None = None
     validate: bool = True
     amp: bool | None = None                #: None: mixed precision on CUDA, off on the CPU
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  #: dotted config overrides
-    device: str | None = None
-    workers: int | None = None
-    threads: int | None = None             #: torch CPU threads (None: torch's default)
-    trusted: bool = False                  #: the unrestricted unpickler
-    progress: bool = True
 
 
 def run_train(opts: TrainOptions) -> int:
