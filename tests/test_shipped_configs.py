@@ -3,7 +3,8 @@ into ``_base_`` files plus deltas: tests/data/rendered_configs.json holds every 
 :func:`read_config_file` returns it (bases merged), written from the configs as they were.
 
 A config meant to change is re-rendered on purpose with
-``PYTHONPATH=$PWD python tests/test_shipped_configs.py --write`` and the JSON diff reviewed."""
+``python tests/test_shipped_configs.py --write`` (posestream.train imported from this checkout)
+and the JSON diff reviewed."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from posestream.train.config import read_config_file, shipped_configs
+from posestream.train.config import CONFIG_DIR, read_config_file, shipped_configs
 
 SNAPSHOT = Path(__file__).parent / "data" / "rendered_configs.json"
 
@@ -59,5 +60,8 @@ def test_snapshot_comparison_sees_a_changed_value_and_a_tuple_made_a_list():
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_shipped_configs.py --write   (re-renders the snapshot)")
+    here = (Path(__file__).resolve().parent.parent / "train" / "configs").resolve()
+    if CONFIG_DIR.resolve() != here:  # an editable install of another checkout: its configs, not these
+        sys.exit(f"posestream.train reads the configs in {CONFIG_DIR}, not {here}")
     SNAPSHOT.write_text(json.dumps(render_shipped(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {SNAPSHOT}")
