@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The choices come from the registries that define them (none of these modules imports torch).
+    from posestream.engines.action import ALL_ENGINE_KINDS
+    from posestream.engines.pose import FRONT_ENDS
+    from posestream.engines.pose import PRESETS as POSE_PRESETS
+    from posestream.realtime.config import PACES, PRESET_SETTINGS
+    from posestream.skeleton import LIMB_LAYOUTS
+
     parser = argparse.ArgumentParser(prog="posestream", description="Real-time skeleton action recognition "
                                      "with PoseConv3D heatmap volumes.")
     parser.add_argument("--version", action="version", version=f"posestream {__version__}")
@@ -108,21 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", help="also write an annotated video (boxes, track ids, skeletons), .mp4")
     p.add_argument("--min-frames", type=int, default=15, help="drop tracks seen in fewer frames (default 15)")
     p.add_argument("--max-frames", type=int, help="read at most this many frames of each video")
-    p.add_argument("--pose", choices=["default", "webcam", "surveillance", "rtm", "mmpose"], default="default",
+    p.add_argument("--pose", choices=FRONT_ENDS, default="default",
                    help="pose front end (default: MoveNet + BlazePose, shipped with posestream)")
     p.add_argument("--det-onnx", help="RTMDet person detector ONNX (with --pose rtm)")
     p.add_argument("--pose-onnx", help="RTMPose ONNX (with --pose rtm)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     p.set_defaults(run=cmd_pose)
 
-    from posestream.train.config import add_fuse_arguments, add_test_arguments, add_train_arguments
-
     p = commands.add_parser("train", help="train a model from a PYSKL-format config (a file or a shipped name)")
-    add_train_arguments(p)
+    _add_train_options(p)
     p.set_defaults(run=cmd_train)
 
     p = commands.add_parser("test", help="evaluate a checkpoint: top-1/top-5/mean class, confusion, robustness")
-    add_test_arguments(p)
+    _add_test_options(p)
     p.set_defaults(run=cmd_test)
 
     p = commands.add_parser("calibrate", help="fit a temperature on held-out data (ECE before/after) and the "
@@ -140,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_calibrate)
 
     p = commands.add_parser("fuse", help="late fusion of saved test scores (e.g. joint + limb)")
-    add_fuse_arguments(p)
+    _add_fuse_options(p)
     p.set_defaults(run=cmd_fuse)
 
     p = commands.add_parser("models", help="list the networks with parameters and FLOPs beside the paper's")
@@ -170,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="default: read from the classifier weights")
     p.add_argument("--heatmap", choices=["joints", "limbs"], default="joints",
                    help="what the model was trained on (a limb model carries its limb order)")
-    p.add_argument("--limbs", choices=["pyskl_default", "pyskl_released"],
+    p.add_argument("--limbs", choices=list(LIMB_LAYOUTS),
                    help="limb order of a limb model (default pyskl_released, PYSKL's released limb configs)")
     p.add_argument("--class-names", help="a text file with one class name per line")
     p.add_argument("--clip-len", type=int, default=48, help="test-time frames per volume (default 48)")
@@ -214,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames of the sample video to process (default 300; 0 for all)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (webcam default 30)")
     p.add_argument("--model", help="action model: a posestream checkpoint or ONNX file (default: the shipped one)")
-    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "torch-cuda", "tensorrt"],
+    p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine")
     p.add_argument("--show", action="store_true", help="also show a live window (needs an OpenCV build with GUI)")
     p.add_argument("--http", metavar="HOST:PORT", help="serve status, MJPEG preview and /metrics here")
@@ -225,14 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="video to read (default: the sample video vtest.avi)")
     p.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4], help="stream counts (default 1 2 4)")
     p.add_argument("--frames", type=int, default=150, help="frames per stream per run (default 150)")
-    p.add_argument("--preset", choices=["surveillance", "webcam"], default="surveillance",
+    p.add_argument("--preset", choices=list(PRESET_SETTINGS), default="surveillance",
                    help="surveillance: default pose front end, every person; webcam: the fast front end, "
                         "landmarks for one person")
     p.add_argument("--config", help="run settings (.toml or .json) applied before --preset")
     p.add_argument("--model", help="action model (default: the shipped one)")
-    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "torch-cuda", "tensorrt"],
+    p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine")
-    p.add_argument("--pace", choices=["realtime", "fast"], default="realtime",
+    p.add_argument("--pace", choices=PACES, default="realtime",
                    help="realtime: the video plays at its own rate like a camera, the pipeline drops what it "
                         "cannot take (latency as live); fast: every frame, as fast as processed (throughput)")
     p.add_argument("--json", default="bench.json", help="report to write (default bench.json)")
@@ -240,14 +245,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_training_process_options(p: argparse.ArgumentParser) -> None:
+    """The options `train` and `test` share."""
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. data.videos_per_gpu=8 total_epochs=2 (as PYSKL's --cfg-options)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--workers", type=int, help="data loading processes (default: the config's workers_per_gpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; on a busy CPU, 1 can be "
+                                               "much faster)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load pickles with the unrestricted unpickler (runs code: trusted files only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    """``posestream train CONFIG``. Launched by ``torchrun --nproc_per_node N``, the same command
+    trains on N processes."""
+    p.add_argument("config", help="a PYSKL-format config file, or a shipped config's name (e.g. ntu60_xsub_joint)")
+    p.add_argument("--work-dir", help="where checkpoints and logs go (default: the config's work_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/latest.pth")
+    p.add_argument("--seed", type=int, help="random seed (default: the config's seed, else 0)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke runs)")
+    p.add_argument("--no-validate", action="store_true", help="skip validation (no best.pth)")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    _add_training_process_options(p)
+
+
+def _add_test_options(p: argparse.ArgumentParser) -> None:
+    """``posestream test CONFIG CHECKPOINT``."""
+    p.add_argument("config", help="a PYSKL-format config file, or a shipped config's name")
+    p.add_argument("checkpoint", help="a posestream checkpoint (.pth)")
+    p.add_argument("--split", help="split to test (default: the config's data.test split)")
+    p.add_argument("--num-clips", type=int, help="clips per video (default: the config's test pipeline, 10 in "
+                                                 "PYSKL's; 1 for 1-clip testing)")
+    flip = p.add_mutually_exclusive_group()
+    flip.add_argument("--flip", dest="flip", action="store_true", default=None,
+                      help="also test the mirrored volumes and average (default: as the config)")
+    flip.add_argument("--no-flip", dest="flip", action="store_false", help="no flip testing")
+    p.add_argument("--out", help="folder for scores.npy, meta.json, results.json, confusion.png "
+                                 "(default: beside the checkpoint)")
+    p.add_argument("--batch-size", type=int, help="videos per forward pass (default: the config's test_dataloader)")
+    p.add_argument("--robustness", action="store_true",
+                   help="also run the paper's Table 7 test: drop one limb keypoint per person and frame with "
+                        "p in {0, 1/8, 1/4, 1/2, 1}")
+    p.add_argument("--drop-probs", type=float, nargs="+", metavar="P", help="robustness test at these probabilities")
+    p.add_argument("--drop-seed", type=int, default=0, help="seed of the robustness test's draws (default 0)")
+    p.add_argument("--top-confused", type=int, default=5, help="most confused class pairs to list (default 5)")
+    _add_training_process_options(p)
+
+
+def _add_fuse_options(p: argparse.ArgumentParser) -> None:
+    """``posestream fuse RUN RUN ...``."""
+    p.add_argument("runs", nargs="+", help="evaluation folders written by `posestream test` (same split)")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: all 1)")
+    p.add_argument("--out", help="folder for the fused scores and results")
+    p.add_argument("--top-confused", type=int, default=5, help="most confused class pairs to list (default 5)")
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
+    from posestream.engines.action import ALL_ENGINE_KINDS
+    from posestream.engines.pose import PRESETS as POSE_PRESETS
+    from posestream.realtime.config import MODES, PACES
+
     p.add_argument("--config", help="run settings file (.toml or .json; see posestream.realtime.config)")
     p.add_argument("--model", help="action model: a posestream checkpoint or ONNX file (default: the shipped one)")
-    p.add_argument("--engine", choices=["auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "torch-cuda", "tensorrt"],
+    p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine (default auto; the GPU kinds fall back to the CPU with a notice)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where the action engine runs (default cpu)")
-    p.add_argument("--pose", choices=["default", "webcam", "surveillance"], help="pose front end preset")
-    p.add_argument("--mode", choices=["track", "scene"], help="one window per person (track) or per stream (scene)")
+    p.add_argument("--pose", choices=list(POSE_PRESETS), help="pose front end preset")
+    p.add_argument("--mode", choices=MODES, help="one window per person (track) or per stream (scene)")
     p.add_argument("--out", dest="video_out", help="annotated video to write (.mp4; several streams: one file each)")
     p.add_argument("--events", dest="events_out",
                    help="events as JSON lines to this file ('-' for stdout, the default)")
@@ -256,16 +322,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "(127.0.0.1 unless you also give --token)")
     p.add_argument("--token", help="bearer token the HTTP server requires")
     p.add_argument("--show", action="store_true", default=None, help="also show a live window")
-    p.add_argument("--pace", choices=["realtime", "fast"], help="video files at their own rate (default) or as fast "
+    p.add_argument("--pace", choices=PACES, help="video files at their own rate (default) or as fast "
                    "as processed")
     p.add_argument("--loop", action="store_true", default=None, help="loop video files and image folders")
     p.add_argument("--max-frames", type=int, help="stop each source after this many frames")
 
 
 def _add_volume_options(p: argparse.ArgumentParser, limbs_help: str | None = None) -> None:
+    from posestream.skeleton import LIMB_LAYOUTS
+
     p.add_argument("--clip-len", type=int, default=48, help="frames per volume (default 48, as PYSKL's NTU configs)")
     p.add_argument("--size", type=int, default=64, help="volume height and width (default 64)")
-    p.add_argument("--limbs", choices=["pyskl_default", "pyskl_released"],
+    p.add_argument("--limbs", choices=list(LIMB_LAYOUTS),
                    help=limbs_help or "limb heatmaps in this limb order instead of joint heatmaps")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load pickles with the unrestricted unpickler (runs code: trusted files only)")
@@ -363,9 +431,19 @@ def cmd_pose(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from posestream.train.trainer import run_train
+    from posestream.train.trainer import TrainOptions, run_train
 
-    return run_train(args)
+    return run_train(TrainOptions(
+        config=args.config, work_dir=args.work_dir, resume=args.resume, seed=args.seed, max_steps=args.max_steps,
+        validate=not args.no_validate, amp=False if args.no_amp else None, **_process_options(args)))
+
+
+def _process_options(args) -> dict:
+    """The ProcessOptions fields from the options of :func:`_add_training_process_options`."""
+    from posestream.train.config import parse_cfg_options
+
+    return dict(options=parse_cfg_options(args.cfg_options), device=args.device, workers=args.workers,
+                threads=args.threads, trusted=args.trust_pickle, progress=not args.quiet)
 
 
 def cmd_calibrate(args) -> int:
@@ -396,15 +474,20 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_test(args) -> int:
-    from posestream.train.evaluate import run_test
+    from posestream.train.evaluate import TABLE7_DROP_PROBS, EvalOptions, run_test
 
-    return run_test(args)
+    return run_test(EvalOptions(
+        config=args.config, checkpoint=args.checkpoint, split=args.split, num_clips=args.num_clips, flip=args.flip,
+        out_dir=args.out, batch_size=args.batch_size,
+        drop_probs=args.drop_probs or (TABLE7_DROP_PROBS if args.robustness else None), drop_seed=args.drop_seed,
+        top_confused=args.top_confused, **_process_options(args)))
 
 
 def cmd_fuse(args) -> int:
-    from posestream.train.evaluate import run_fuse
+    from posestream.train.evaluate import format_results, fuse_results
 
-    return run_fuse(args)
+    print(format_results(fuse_results(args.runs, args.weights, out_dir=args.out, top_confused=args.top_confused)))
+    return 0
 
 
 def cmd_models(args) -> int:
@@ -539,9 +622,6 @@ def _file_name(frame_dir: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(frame_dir)).strip("._") or "clip"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def _run_config(args, **overrides):
     from posestream.realtime.config import load_run_config
@@ -639,3 +719,8 @@ def cmd_bench(args) -> int:
     print(format_table(report))
     print(f"wrote {args.json}")
     return 0
+
+
+# Last, so that every command function above exists when `python posestream/cli.py` runs main().
+if __name__ == "__main__":
+    sys.exit(main())

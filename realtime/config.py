@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["RunConfig", "load_run_config", "PRESET_SETTINGS"]
+__all__ = ["RunConfig", "load_run_config", "PRESET_SETTINGS", "MODES", "PACES"]
+
+
+#: One window per person ("track") or per stream ("scene").
+MODES: tuple[str, ...] = ("track", "scene")
+#: Video files at their own frame rate ("realtime") or as fast as processed ("fast").
+PACES: tuple[str, ...] = ("realtime", "fast")
 
 
 @dataclass
@@ -73,9 +79,9 @@ class RunConfig:
     draw: bool = True
 
     def validate(self) -> "RunConfig":
-        if self.mode not in ("track", "scene"):
+        if self.mode not in MODES:
             raise ValueError(f"mode must be 'track' or 'scene', got {self.mode!r}")
-        if self.pace not in ("realtime", "fast"):
+        if self.pace not in PACES:
             raise ValueError(f"pace must be 'realtime' or 'fast', got {self.pace!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ValueError(f"rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")

@@ -1,14 +1,17 @@
 """The README's main job, command by command, on real files in a temporary folder."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import posestream.cli
 from posestream.cli import main
 from posestream.train.data.clips import load_clip, save_dataset
 from posestream.train.data.sample import waving_and_walking_clip
@@ -86,6 +89,53 @@ def test_console_script_is_installed(tmp_path):
     result = subprocess.run([sys.executable, "-m", "posestream", "--version"], capture_output=True, text=True,
                             timeout=120, env=os.environ)
     assert result.stdout.startswith("posestream ")
+
+
+def test_cli_file_runs_as_a_script():
+    # `python posestream/cli.py` runs the module's __main__ block as the file executes: every
+    # command function the parser names must already exist there (the block comes last).
+    import posestream.cli
+
+    result = subprocess.run([sys.executable, posestream.cli.__file__, "--help"], capture_output=True, text=True,
+                            timeout=120, env=os.environ)
+    assert result.returncode == 0, result.stderr
+    for command in ("train", "test", "run", "demo", "bench"):
+        assert f"    {command} " in result.stdout, command
+
+
+def test_cli_choices_are_the_registries():
+    # Each option with a fixed set of values offers exactly what the code behind it accepts, on
+    # every command that has it: a kind added to a registry appears in the CLI without a paste.
+    import argparse
+
+    from posestream.cli import build_parser
+    from posestream.engines.action import ALL_ENGINE_KINDS
+    from posestream.engines.pose import FRONT_ENDS, PRESETS
+    from posestream.realtime.config import MODES, PACES, PRESET_SETTINGS
+    from posestream.skeleton import LIMB_LAYOUTS
+
+    registries = {"engine": ALL_ENGINE_KINDS, "limbs": tuple(LIMB_LAYOUTS), "mode": MODES, "pace": PACES,
+                  "preset": tuple(PRESET_SETTINGS)}
+    pose_choices = {"pose": FRONT_ENDS, "run": tuple(PRESETS), "demo": tuple(PRESETS), "bench": tuple(PRESETS)}
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    seen = set()
+    for command, parser in subparsers.choices.items():
+        for action in parser._actions:
+            expected = pose_choices.get(command) if action.dest == "pose" else registries.get(action.dest)
+            if expected is not None and action.choices is not None:
+                assert tuple(action.choices) == tuple(expected), (command, action.dest)
+                seen.add(action.dest)
+    assert seen == set(registries) | {"pose"}
+
+
+def test_command_line_options_are_defined_only_in_the_cli():
+    # The library modules take typed options (TrainOptions, EvalOptions, RunConfig): argparse is
+    # the CLI's business, so one option has one definition.
+    root = Path(posestream.cli.__file__).resolve().parent.parent
+    offenders = [str(path.relative_to(root)) for folder in ("train", "engines", "realtime", "posestream")
+                 for path in sorted((root / folder).rglob("*.py"))
+                 if path.name != "cli.py" and re.search(r"\bargparse\b|\.add_argument\(", path.read_text())]
+    assert offenders == []
 
 
 def test_models_json_lists_every_variant_with_counts(capsys):

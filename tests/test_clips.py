@@ -154,17 +154,25 @@ def test_python2_numpy_pickle_loads_safely(tmp_path):
     np.testing.assert_array_equal(out["arr"], values)
 
 
-def test_any_float_dtype_and_any_joint_count_is_valid():
+def test_any_float_dtype_and_any_joint_count_is_valid(tmp_path):
+    # Valid means it saves and loads back as it was (both validate); the scores' bounds are
+    # checked in the clip's own dtype: exactly 0 and 1 pass, the next value above 1 fails.
     for dtype in (np.float16, np.float32, np.float64):
-        clip = make_clip(v=5)
-        clip["keypoint"] = clip["keypoint"].astype(dtype)
-        clip["keypoint_score"] = clip["keypoint_score"].astype(dtype)
-        validate_clip(clip)
-    validate_clip(make_clip(v=1, m=1, t=1))
-    clip = make_clip()
-    clip["keypoint_score"][:] = 1.0
-    clip["keypoint_score"][0, 0, 0] = 0.0  # the bounds themselves are inside [0, 1]
-    validate_clip(clip)
+        for m, t, v in ((2, 8, 5), (1, 1, 1)):
+            clip = make_clip(m=m, t=t, v=v)
+            clip["keypoint"] = clip["keypoint"].astype(dtype)
+            clip["keypoint_score"] = clip["keypoint_score"].astype(dtype)
+            score = clip["keypoint_score"]
+            score.flat[0], score.flat[-1] = 1.0, 0.0  # the bounds themselves (one value when the clip has one)
+            path = tmp_path / f"{np.dtype(dtype).name}_{m}x{t}x{v}.pkl"
+            save_clip(path, clip)
+            got = load_clip(path)
+            assert got["keypoint"].dtype == dtype and got["keypoint"].shape == (m, t, v, 2)
+            np.testing.assert_array_equal(got["keypoint"], clip["keypoint"])
+            np.testing.assert_array_equal(got["keypoint_score"], clip["keypoint_score"])
+            score.flat[0] = np.nextafter(dtype(1), dtype(2))
+            with pytest.raises(ClipFormatError, match="keypoint_score"):
+                validate_clip(clip)
 
 
 # --------------------------------------------------------------------------------------------

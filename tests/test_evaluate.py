@@ -2,7 +2,6 @@
 confusion picture and pairs (Table 18), the robustness protocol (Table 7), results files and CLI."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -10,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from posestream.cli import main
 from posestream.train.checkpoints import ModelCard, save_checkpoint
-from posestream.train.config import add_fuse_arguments, add_test_arguments, add_train_arguments, load_config
+from posestream.train.config import load_config
 from posestream.train.data.clips import load_dataset, save_dataset
 from posestream.train.data.sample import waving_and_walking_clip
 from posestream.train.evaluate import (
@@ -29,12 +29,10 @@ from posestream.train.evaluate import (
     mean_class_accuracy,
     most_confused_pairs,
     predict,
-    run_fuse,
-    run_test,
     save_confusion_png,
     topk_accuracy,
 )
-from posestream.train.trainer import ClipDataset, run_train
+from posestream.train.trainer import ClipDataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -274,7 +272,7 @@ def test_a_checkpoint_that_does_not_fit_the_config_is_refused(setup, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# The command-line functions `posestream train` / `test` / `fuse` are wired to
+# The commands `posestream train` / `test` / `fuse`, from the command line to the results
 
 
 def test_command_line_train_test_and_fuse(setup, tmp_path, capsys):
@@ -286,23 +284,17 @@ def test_command_line_train_test_and_fuse(setup, tmp_path, capsys):
                       f"data = dict(train=dict(dataset=dict(ann_file={tiny!r})), val=dict(ann_file={tiny!r}), "
                       f"test=dict(ann_file={tiny!r}))\n")
 
-    def run(add, fn, argv):
-        parser = argparse.ArgumentParser()
-        add(parser)
-        return fn(parser.parse_args(argv))
-
     options = ["data.train.dataset.pipeline.0.clip_len=8", "data.val.pipeline.0.clip_len=8",
                "data.test.pipeline.0.clip_len=8", "data.test.pipeline.3.scale=(32,32)", "data.workers_per_gpu=0"]
-    assert run(add_train_arguments, run_train, [str(config), "--work-dir", str(tmp_path / "run"), "--max-steps", "1",
-                                                "--quiet", "--cfg-options", *options]) == 0
+    assert main(["train", str(config), "--work-dir", str(tmp_path / "run"), "--max-steps", "1", "--quiet",
+                 "--cfg-options", *options]) == 0
     assert "1 steps" in capsys.readouterr().out
     best = str(tmp_path / "run" / "best.pth")
-    assert run(add_test_arguments, run_test, [str(config), best, "--num-clips", "2", "--quiet", "--out",
-                                              str(tmp_path / "t1"), "--drop-probs", "0", "1",
-                                              "--cfg-options", *options]) == 0
+    assert main(["test", str(config), best, "--num-clips", "2", "--quiet", "--out", str(tmp_path / "t1"),
+                 "--drop-probs", "0", "1", "--cfg-options", *options]) == 0
     out = capsys.readouterr().out
     assert "2 clips + flip" in out and "robustness" in out
-    assert run(add_test_arguments, run_test, [str(config), best, "--num-clips", "1", "--no-flip", "--quiet",
-                                              "--out", str(tmp_path / "t2"), "--cfg-options", *options]) == 0
-    assert run(add_fuse_arguments, run_fuse, [str(tmp_path / "t1"), str(tmp_path / "t2"), "--weights", "1", "1"]) == 0
+    assert main(["test", str(config), best, "--num-clips", "1", "--no-flip", "--quiet", "--out", str(tmp_path / "t2"),
+                 "--cfg-options", *options]) == 0
+    assert main(["fuse", str(tmp_path / "t1"), str(tmp_path / "t2"), "--weights", "1", "1"]) == 0
     assert "late fusion" in capsys.readouterr().out

@@ -21,10 +21,35 @@ from posestream.realtime.events import (
     LabelSmoother,
     body_geometry,
 )
+from posestream.realtime.config import RunConfig
+from posestream.realtime.tracker import CONFIRMED, Track
+from posestream.realtime.windows import StreamTracks, WindowScheduler
 from posestream.train.data.synthetic import ACTIONS, generate_clip
 
-FPS = 20
-STRIDE = 5  # a window is classified every 5 frames (0.25 s)
+FPS = 20  # processed frames a second, unless a test says otherwise
+RUN = RunConfig()  # the runtime's defaults: the windows' stride, min_frames, window_s, keep_s
+
+
+class Cadence:
+    """When the runtime classifies a window of one person seen in every processed frame: the
+    runtime's own StreamTracks + WindowScheduler (every ``RUN.stride`` frames once
+    ``RUN.min_frames`` were seen). ``frame(index, t, keypoints)`` returns None, or the frames
+    since the previous window that the runtime hands to the event logic with a window."""
+
+    def __init__(self, track_id=1, img_shape=(1080, 1920)):
+        self.track_id, self.img_shape = track_id, img_shape
+        self.tracks = StreamTracks("cam", keep_s=RUN.keep_s)
+        self.scheduler = WindowScheduler(clip_len=48, size=56, window_s=RUN.window_s, stride=RUN.stride,
+                                         min_frames=RUN.min_frames)
+
+    def frame(self, index, t, keypoints):
+        seen = keypoints[keypoints[:, 2] > 0, :2]
+        box = np.r_[seen.min(0), seen.max(0), 1.0].astype(np.float32)
+        track = Track(self.track_id, box, keypoints.astype(np.float32), CONFIRMED, age=index, hits=index + 1,
+                      time_since_update=0, frame_index=index, detection_index=0)
+        self.tracks.update([track], index, t, img_shape=self.img_shape)
+        due = self.scheduler.due(self.tracks, t)
+        return due[0][2] if due else None
 
 
 def skeletons(clip, person=0):
@@ -50,16 +75,21 @@ def fall_clip(seed=3, variant="forward-from-standing", **kwargs):
 
 
 class Player:
-    """Plays skeleton frames into a FallStateMachine at FPS, with a window's probabilities every
-    STRIDE frames (``probs(t)`` -> dict, or None for no model), keeping the time running."""
+    """Plays skeleton frames into a FallStateMachine at FPS, with a window's probabilities when
+    the runtime's scheduler would classify one (``probs(t)`` -> dict, or None for no model),
+    keeping the time running."""
 
     def __init__(self, machine):
         self.machine, self.t, self.frame = machine, 0.0, 0
-        self.events, self.states = [], []
+        self.events, self.states, self.window_times = [], [], []
+        self.cadence = Cadence()
 
     def play(self, frames, probs=None):
         for kp in frames:
-            window = probs(self.t) if probs is not None and self.frame % STRIDE == 0 else None
+            due = self.cadence.frame(self.frame, self.t, kp) is not None
+            if due:
+                self.window_times.append(self.t)
+            window = probs(self.t) if probs is not None and due else None
             event = self.machine.update(self.t, window, kp, None, frame_index=self.frame)
             if event is not None:
                 self.events.append(event)
@@ -154,7 +184,8 @@ def test_sitting_down_is_no_fall(seed):
     fooled = Player(FallStateMachine()).play(frames, const(falling=0.6, sitting=0.3))
     assert fooled.events == [] and fooled.machine.state == UPRIGHT
     falling = [t for t, s in fooled.states if s == FALLING]
-    assert falling[0] == 0.0 and falling[-1] <= 3.0 + 1e-9
+    timeout = fooled.machine.falling_timeout_s
+    assert falling[0] == fooled.window_times[0] and falling[-1] <= falling[0] + timeout + 1e-9
 
 
 def test_lying_down_deliberately_is_no_fall():
@@ -186,7 +217,8 @@ def test_a_stumble_that_never_gets_down_times_out():
         skeletons(clip), lambda t: {"falling": 0.7 if 1.0 <= t < 1.5 else 0.0, "walking": 0.8})
     assert player.events == []
     falling = [t for t, s in player.states if s == FALLING]
-    assert falling and falling[0] == pytest.approx(1.0) and falling[-1] <= 1.0 + 1.5 + 1e-9
+    first = next(t for t in player.window_times if t >= 1.0)  # the first window that says "falling"
+    assert falling and falling[0] == pytest.approx(first) and falling[-1] <= first + 1.5 + 1e-9
     assert player.machine.state == UPRIGHT
 
 
@@ -332,9 +364,10 @@ def test_event_logic_smooths_and_runs_the_fall_machine():
     frames = np.concatenate([skeletons(clip), hold(skeletons(clip), 5.0)])
     scripted = fall_probs(onset, impact)
     events, labels = [], []
+    cadence = Cadence(track_id=4)
     for i, kp in enumerate(frames):
         t = i / FPS
-        if i % STRIDE:
+        if cadence.frame(i, t, kp) is None:
             events += logic.on_frame(4, t, kp, None, frame_index=i)
             continue
         probs = np.full(len(names), 0.01)
@@ -380,22 +413,21 @@ def test_event_record_is_one_json_line():
 # At the rate the runtime calls the fall logic: once per window, with the frames since the last
 
 
-def play_windows(frames, probs, rate: float, stride: int = 8, fallen_s: float = 20.0):
+def play_windows(frames, probs, rate: float, fallen_s: float = 20.0):
     """Deliver ``frames`` (processed at ``rate`` frames/s) to an EventLogic the way the runtime
-    does: every ``stride`` frames one window (``probs(t)`` by class name) with the frames since
+    does: a window (``probs(t)`` by class name) when its scheduler says, with the frames since
     the previous window (EventLogic.on_result). Returns the events."""
     logic = EventLogic("cam", list(ACTIONS), fall={"fallen_s": fallen_s})
-    events, pending = [], []
+    cadence = Cadence()
+    events = []
     for i, kp in enumerate(frames):
         t = i / rate
-        box = np.r_[kp[kp[:, 2] > 0, :2].min(0), kp[kp[:, 2] > 0, :2].max(0), 1.0] if (kp[:, 2] > 0).sum() > 1 else None
-        pending.append((t, kp, box, i))
-        if (i + 1) % stride == 0:
+        since = cadence.frame(i, t, kp)
+        if since is not None:
             p = probs(t)
             vector = np.array([p.get(name, 0.0) for name in ACTIONS]) + 1e-3
-            outcome = logic.on_result(1, t, t, vector / vector.sum(), pending, i)
+            outcome = logic.on_result(1, t, t, vector / vector.sum(), since, i)
             events.extend(outcome.events)
-            pending = []
     return events
 
 

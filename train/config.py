@@ -81,7 +81,7 @@ from typing import Any
 __all__ = [
     "ConfigError", "Step", "SplitConfig", "TrainConfig", "load_config", "translate",
     "read_config_file", "apply_options", "parse_cfg_options", "shipped_configs", "resolve_config",
-    "CONFIG_DIR", "PIPELINE_STEPS", "add_train_arguments", "add_test_arguments", "add_fuse_arguments",
+    "CONFIG_DIR", "PIPELINE_STEPS",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -103,10 +103,11 @@ class ConfigError(ValueError):
 
 
 def shipped_configs() -> dict[str, Path]:
-    """The configs shipped with posestream: name (file stem) -> path."""
+    """The configs shipped with posestream: name (file stem) -> path. Files whose name starts
+    with ``_`` are the bases the shipped configs name in ``_base_``, not configs of their own."""
     if not CONFIG_DIR.is_dir():
         return {}
-    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.py"))}
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.py")) if not p.name.startswith("_")}
 
 
 def resolve_config(name_or_path: str | os.PathLike) -> Path:
@@ -1219,64 +1220,3 @@ class _LazySteps(dict):
 
 #: posestream transform class by name (the names PYSKL uses).
 PIPELINE_STEPS: dict[str, Any] = _LazySteps()
-
-
-# ---------------------------------------------------------------------------------------------
-# Command-line options of `posestream train` / `test` / `fuse` (defined here, where importing costs
-# nothing: this module needs neither numpy nor torch to be imported)
-
-
-def _add_common(p) -> None:
-    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config values, e.g. data.videos_per_gpu=8 total_epochs=2 (as PYSKL's --cfg-options)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--workers", type=int, help="data loading processes (default: the config's workers_per_gpu)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; on a busy CPU, 1 can be "
-                                               "much faster)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="load pickles with the unrestricted unpickler (runs code: trusted files only)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def add_train_arguments(p) -> None:
-    """Options of ``posestream train CONFIG`` (run with :func:`posestream.train.trainer.run_train`).
-    Launched by ``torchrun --nproc_per_node N``, the same command trains on N processes."""
-    p.add_argument("config", help="a PYSKL-format config file, or a shipped config's name (e.g. ntu60_xsub_joint)")
-    p.add_argument("--work-dir", help="where checkpoints and logs go (default: the config's work_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/latest.pth")
-    p.add_argument("--seed", type=int, help="random seed (default: the config's seed, else 0)")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke runs)")
-    p.add_argument("--no-validate", action="store_true", help="skip validation (no best.pth)")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    _add_common(p)
-
-
-def add_test_arguments(p) -> None:
-    """Options of ``posestream test CONFIG CHECKPOINT`` (run with :func:`posestream.train.evaluate.run_test`)."""
-    p.add_argument("config", help="a PYSKL-format config file, or a shipped config's name")
-    p.add_argument("checkpoint", help="a posestream checkpoint (.pth)")
-    p.add_argument("--split", help="split to test (default: the config's data.test split)")
-    p.add_argument("--num-clips", type=int, help="clips per video (default: the config's test pipeline, 10 in "
-                                                 "PYSKL's; 1 for 1-clip testing)")
-    flip = p.add_mutually_exclusive_group()
-    flip.add_argument("--flip", dest="flip", action="store_true", default=None,
-                      help="also test the mirrored volumes and average (default: as the config)")
-    flip.add_argument("--no-flip", dest="flip", action="store_false", help="no flip testing")
-    p.add_argument("--out", help="folder for scores.npy, meta.json, results.json, confusion.png "
-                                 "(default: beside the checkpoint)")
-    p.add_argument("--batch-size", type=int, help="videos per forward pass (default: the config's test_dataloader)")
-    p.add_argument("--robustness", action="store_true",
-                   help="also run the paper's Table 7 test: drop one limb keypoint per person and frame with "
-                        "p in {0, 1/8, 1/4, 1/2, 1}")
-    p.add_argument("--drop-probs", type=float, nargs="+", metavar="P", help="robustness test at these probabilities")
-    p.add_argument("--drop-seed", type=int, default=0, help="seed of the robustness test's draws (default 0)")
-    p.add_argument("--top-confused", type=int, default=5, help="most confused class pairs to list (default 5)")
-    _add_common(p)
-
-
-def add_fuse_arguments(p) -> None:
-    """Options of ``posestream fuse RUN RUN ...`` (run with :func:`posestream.train.evaluate.run_fuse`)."""
-    p.add_argument("runs", nargs="+", help="evaluation folders written by `posestream test` (same split)")
-    p.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: all 1)")
-    p.add_argument("--out", help="folder for the fused scores and results")
-    p.add_argument("--top-confused", type=int, default=5, help="most confused class pairs to list (default 5)")

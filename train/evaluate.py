@@ -39,6 +39,7 @@ Files written to ``out_dir`` (each atomically): ``scores.npy`` (float32 ``[video
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -55,7 +56,7 @@ __all__ = [
     "LIMB_KEYPOINTS", "TABLE7_DROP_PROBS", "topk_accuracy", "mean_class_accuracy", "confusion_matrix",
     "compute_metrics", "most_confused_pairs", "average_clip_scores", "drop_limb_keypoints", "predict", "worker_init",
     "late_fusion", "load_scores", "fuse_results", "confusion_image", "confusion_layout", "save_confusion_png",
-    "evaluate", "format_results", "run_test", "run_fuse",
+    "evaluate", "format_results", "run_test", "EvalOptions", "ProcessOptions",
 ]
 
 log = logging.getLogger("posestream.train")
@@ -594,31 +595,49 @@ def format_results(result: Mapping) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line (`posestream test` / `posestream fuse`; the options are defined in posestream.train.config)
+# `posestream test` (the command line options are defined in posestream.cli)
 
 
-def run_test(args) -> int:
-    """``posestream test``: the options of :func:`posestream.train.config.add_test_arguments`."""
-    from posestream.train.config import parse_cfg_options
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProcessOptions:
+    """The settings ``posestream train`` and ``posestream test`` share (keyword-only)."""
+
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  #: dotted config overrides
+    device: str | None = None
+    workers: int | None = None
+    threads: int | None = None             #: torch CPU threads (None: torch's default)
+    trusted: bool = False                  #: the unrestricted unpickler
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions(ProcessOptions):
+    """What ``posestream test`` runs: :func:`evaluate`'s arguments plus the process settings."""
+
+    config: str | os.PathLike              #: a config file or a shipped config's name
+    checkpoint: str | os.PathLike
+    split: str | None = None
+    num_clips: int | None = None
+    flip: bool | None = None               #: None: as the config's test pipeline
+    out_dir: str | os.PathLike | None = None
+    batch_size: int | None = None
+    drop_probs: Sequence[float] | None = None  #: the robustness test's probabilities (None: no test)
+    drop_seed: int = 0
+    top_confused: int = 5
+
+
+def run_test(opts: EvalOptions) -> int:
+    """``posestream test``: evaluate, then print the results table."""
     from posestream.train.trainer import _console_logging
 
     _console_logging()
-    if args.threads:
+    if opts.threads:
         import torch
 
-        torch.set_num_threads(args.threads)
-    drop = args.drop_probs or (TABLE7_DROP_PROBS if args.robustness else None)
-    result = evaluate(args.config, args.checkpoint, split=args.split, num_clips=args.num_clips, flip=args.flip,
-                      out_dir=args.out, batch_size=args.batch_size, device=args.device, workers=args.workers,
-                      drop_probs=drop, drop_seed=args.drop_seed, trusted=args.trust_pickle,
-                      progress=not args.quiet, top_confused=args.top_confused,
-                      options=parse_cfg_options(args.cfg_options))
-    print(format_results(result))
-    return 0
-
-
-def run_fuse(args) -> int:
-    """``posestream fuse``: the options of :func:`posestream.train.config.add_fuse_arguments`."""
-    result = fuse_results(args.runs, args.weights, out_dir=args.out, top_confused=args.top_confused)
+        torch.set_num_threads(opts.threads)
+    result = evaluate(opts.config, opts.checkpoint, split=opts.split, num_clips=opts.num_clips, flip=opts.flip,
+                      out_dir=opts.out_dir, batch_size=opts.batch_size, device=opts.device, workers=opts.workers,
+                      drop_probs=opts.drop_probs, drop_seed=opts.drop_seed, trusted=opts.trusted,
+                      progress=opts.progress, top_confused=opts.top_confused, options=opts.options)
     print(format_results(result))
     return 0

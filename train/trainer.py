@@ -63,9 +63,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from posestream.files import atomic_write
 from posestream.train.checkpoints import FORMAT, VERSION, ModelCard, load_checkpoint, save_checkpoint
 from posestream.train.config import ConfigError, TrainConfig, load_config
-from posestream.train.evaluate import compute_metrics, predict, worker_init
+from posestream.train.evaluate import ProcessOptions, compute_metrics, predict, worker_init
 
-__all__ = ["train", "ClipDataset", "EpochSampler", "lr_at", "load_training_state", "run_train"]
+__all__ = ["train", "ClipDataset", "EpochSampler", "lr_at", "load_training_state", "run_train", "TrainOptions"]
 
 log = logging.getLogger("posestream.train")
 
@@ -870,20 +870,30 @@ class _Run:
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line (`posestream train`; the options are defined in posestream.train.config)
+# `posestream train` (the command line options are defined in posestream.cli)
 
 
-def run_train(args) -> int:
-    """``posestream train``: the options of :func:`posestream.train.config.add_train_arguments`."""
-    from posestream.train.config import parse_cfg_options
+@dataclasses.dataclass(frozen=True)
+class TrainOptions(ProcessOptions):
+    """What ``posestream train`` runs: :func:`train`'s arguments plus the process settings."""
 
+    config: str | os.PathLike              #: a config file or a shipped config's name
+    work_dir: str | os.PathLike | None = None
+    resume: bool = False
+    seed: int | None = None
+    max_steps: int | None = None
+    validate: bool = True
+    amp: bool | None = None                #: None: mixed precision on CUDA, off on the CPU
+
+
+def run_train(opts: TrainOptions) -> int:
+    """``posestream train``: train, then print one summary line (on rank 0 under torchrun)."""
     _console_logging()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = train(args.config, work_dir=args.work_dir, resume=args.resume, seed=args.seed, device=args.device,
-                   max_steps=args.max_steps, progress=not args.quiet, trusted=args.trust_pickle,
-                   workers=args.workers, amp=False if args.no_amp else None, validate=not args.no_validate,
-                   options=parse_cfg_options(args.cfg_options))
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    result = train(opts.config, work_dir=opts.work_dir, resume=opts.resume, seed=opts.seed, device=opts.device,
+                   max_steps=opts.max_steps, progress=opts.progress, trusted=opts.trusted,
+                   workers=opts.workers, amp=opts.amp, validate=opts.validate, options=opts.options)
     if int(os.environ.get("RANK", 0)) == 0:
         best = result["best"]
         best_text = (f", best {best['metric']} {best['value']:.4f} after epoch {best['epoch']}"
