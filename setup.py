@@ -60,7 +60,7 @@ setup(
         "posestream.train": ["configs/*.py", "configs/label_maps/*.txt"],
     },
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "hypothesis>=6"],
         "tensorboard": ["tensorboard>=2.10"],
         # physics falls for `posestream synth` (train/data/ragdoll.py): MuJoCo simulates the CMU
         # humanoid of dm-control. Only dm-control's model file is used, and its own dependencies
