@@ -217,11 +217,14 @@ class StreamWorker:
             return f"stopped: {self._crashed}"
         return health_of(self.stages)
 
-    def status(self) -> dict[str, Any]:
+    def fps(self) -> float:
+        """Processed frames per second over the last 5 s."""
         now = time.monotonic()
         recent = [t for t in list(self._fps_times) if now - t < 5.0]
-        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
-        return {"stream": self.name, "health": self.health, **self.counts, "fps": round(fps, 2),
+        return (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+
+    def status(self) -> dict[str, Any]:
+        return {"stream": self.name, "health": self.health, **self.counts, "fps": round(self.fps(), 2),
                 "tracks": len(self.latest_tracks), "last_error": self.last_error,
                 "stages": {name: s.status() for name, s in self.stages.items()}, "source": self.reader.stats()}
 
@@ -413,8 +416,7 @@ class StreamWorker:
             cv2.putText(image, text, (x1, y2 + int(16 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
                         track_color(t.track_id), thick, cv2.LINE_AA)
         scene = self.labels.get(self.name, "scene")
-        status = self.status()
-        header = f"{self.name}  {status['fps']:.1f} fps  {len([t for t in tracks if t.state == CONFIRMED])} people"
+        header = f"{self.name}  {self.fps():.1f} fps  {len([t for t in tracks if t.state == CONFIRMED])} people"
         if scene is not None:
             header += f"  scene: {scene[0]} {scene[1]:.2f}"
         cv2.putText(image, header, (8, int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0),
@@ -658,11 +660,12 @@ class Runtime:
     def _prune_stale(self, now: float) -> None:
         """The backstop for lost forget messages: keys with no window for STALE_KEY_S."""
         stale: dict[str, list] = {}
+        limit = max(STALE_KEY_S, 4 * self.config.keep_s)  # never before the tracker itself lets go
         for (stream, key), t in self._last_result.items():
-            if now - t > STALE_KEY_S:
+            if now - t > limit:
                 stale.setdefault(stream, []).append(key)
         for stream, keys in stale.items():
-            log.info("stream %s: forgetting %d tracks with no window for %.0f s", stream, len(keys), STALE_KEY_S)
+            log.info("stream %s: forgetting %d tracks with no window for %.0f s", stream, len(keys), limit)
             self._forget_keys(stream, keys)
 
     def _events_loop(self) -> None:

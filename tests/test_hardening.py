@@ -407,3 +407,33 @@ def test_per_track_state_goes_with_the_track_even_when_the_forget_queue_is_full(
     # the label counts of ended tracks are kept (bounded), not lost
     assert set(runtime.label_summary()["vtest"]) == {"0", "1", "2", "3"}
     runtime.stop()
+
+
+def test_the_documented_bounds_are_the_ones_the_code_uses():
+    import inspect
+
+    from posestream.realtime import batcher, sinks
+
+    readme = (HERE.parent / "README.md").read_text()
+
+    def default(cls, name="queue_size"):
+        return inspect.signature(cls).parameters[name].default
+
+    rows = [f"(`batcher.QUEUE_SIZE`) | {batcher.QUEUE_SIZE} windows",
+            f"(`pipeline.RESULTS_QUEUE_SIZE`) | {pipeline.RESULTS_QUEUE_SIZE} results",
+            f"(`pipeline.FORGET_QUEUE_SIZE`) | {pipeline.FORGET_QUEUE_SIZE} batches",
+            f"`pipeline.STALE_KEY_S` ({pipeline.STALE_KEY_S:g} s)",
+            f"(`pipeline.EVENT_HISTORY`, `Runtime.events`) | {pipeline.EVENT_HISTORY} events",
+            f"(`pipeline.ENDED_TRACKS_KEPT`) | {pipeline.ENDED_TRACKS_KEPT} ended tracks",
+            f"(`VideoSink` `queue_size`) | {default(sinks.VideoSink)} frames",
+            f"(`EventLog` `queue_size`) | {default(sinks.EventLog)} lines",
+            f"(`WebhookSink` `queue_size`) | {default(sinks.WebhookSink)} events",
+            f"`pipeline.JOIN_TIMEOUT_S` ({pipeline.JOIN_TIMEOUT_S:g} s)",
+            f"`pipeline.SINK_CLOSE_TIMEOUT_S` ({pipeline.SINK_CLOSE_TIMEOUT_S:g} s)"]
+    for row in rows:
+        assert row in readme, row
+    policy = StagePolicy()
+    assert (f"{policy.restart_after} failures\nin a row restart the stage after a backoff of "
+            f"{policy.backoff_initial_s:g} s doubling to {policy.backoff_max_s:g} s") in readme
+    runtime_results = Runtime.__init__.__code__.co_names
+    assert "RESULTS_QUEUE_SIZE" in runtime_results and "FORGET_QUEUE_SIZE" in runtime_results
