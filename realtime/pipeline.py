@@ -125,8 +125,9 @@ class StreamWorker:
     (:mod:`posestream.realtime.supervision`, ``policy``): a failure skips that frame and is
     counted; a stage failing ``policy.restart_after`` times in a row is restarted after a
     backoff: ``detect`` and ``pose`` get a new estimator from ``estimator_factory`` (each of
-    the two threads then owns its own), ``track`` and ``window`` a new tracker, track
-    histories and scheduler (the old tracks are forgotten), ``draw`` only waits. What the
+    the two threads then owns its own), ``track`` a new tracker, track histories and scheduler
+    (the old tracks are forgotten), ``window`` a new scheduler; ``draw`` has no state to renew.
+    ``window`` and ``draw`` are skipped during their backoff instead of waiting it out. What the
     detector and the pose model return is sanitized first
     (:func:`posestream.engines.pose.sanitize_people`): non-finite or zero-size boxes are
     dropped, non-finite joints cleared, both counted.
@@ -171,8 +172,11 @@ class StreamWorker:
                        "windows_refused": 0, "people_dropped": 0, "joints_cleared": 0, "errors": 0}
         self.policy = policy or StagePolicy()
         restarts = {"detect": self._restart_detect, "pose": self._restart_pose, "track": self._restart_tracks,
-                    "window": self._restart_tracks, "draw": None}
-        self.stages = {stage: StageSupervisor(name, stage, self.policy, self._stop, restart=restart, metrics=metrics)
+                    "window": self._restart_windows, "draw": None}
+        # the stream needs detect, pose and track for anything; without windows or drawing it
+        # still tracks, so those two skip their backoff instead of waiting it out
+        self.stages = {stage: StageSupervisor(name, stage, self.policy, self._stop, restart=restart, metrics=metrics,
+                                              blocking=stage in ("detect", "pose", "track"))
                        for stage, restart in restarts.items()}
         self._sanitized = metrics.counter("posestream_detections_dropped_total",
                                           "detections with a non-finite, zero-size or malformed box", stream=name)
@@ -250,6 +254,9 @@ class StreamWorker:
         if self.estimator_factory is not None:
             self._refiner = self.estimator_factory()
 
+    def _restart_windows(self) -> None:
+        self.scheduler = self._new_scheduler()
+
     def _restart_tracks(self) -> None:
         """A new tracker, new track histories and a new scheduler (the pose thread owns all
         three); the tracks held so far are forgotten downstream."""
@@ -303,7 +310,7 @@ class StreamWorker:
                     continue
             self._lat["read"].observe(max(0.0, time.monotonic() - frame.t_capture))
             t0 = time.perf_counter()
-            ok, people = self.stages["detect"].run(self._detect, frame)
+            ok, people = self._run_stage("detect", self._detect, frame)
             detect_s = time.perf_counter() - t0
             if not ok:
                 self._skip_frame()
@@ -352,31 +359,37 @@ class StreamWorker:
         for sink in self.frame_sinks:
             sink(self.name, annotated)
 
+    def _run_stage(self, stage: str, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        supervisor = self.stages[stage]
+        failures = supervisor.failures
+        result = supervisor.run(fn, *args)
+        if supervisor.failures != failures:
+            self.counts["errors"] += 1
+        return result
+
     def _skip_frame(self) -> None:
         self.counts["frames_skipped"] += 1
-        self.counts["errors"] += 1
         self._skipped_total.inc()
 
     def _process(self, item: _Detected) -> None:
         frame = item.frame
         t0 = time.perf_counter()
-        ok, people = self.stages["pose"].run(self._refine, frame, item.people)
+        ok, people = self._run_stage("pose", self._refine, frame, item.people)
         if not ok:
             return self._skip_frame()
         t1 = time.perf_counter()
-        ok, tracks = self.stages["track"].run(self._track, frame, people)
+        ok, tracks = self._run_stage("track", self._track, frame, people)
         if not ok:
             return self._skip_frame()
         t2 = time.perf_counter()
-        if not self.stages["window"].run(self._submit_windows, frame)[0]:
-            self.counts["errors"] += 1  # this frame's windows are lost; the frame itself was tracked
+        self._run_stage("window", self._submit_windows, frame)  # on failure only this frame's windows are lost
         t3 = time.perf_counter()
         self.latest_tracks = tracks
         self._lat["pose"].observe(t1 - t0)
         self._lat["track"].observe(t2 - t1)
         self._lat["window"].observe(t3 - t2)
-        if self.frame_sinks and not self.stages["draw"].run(self._draw, frame, tracks)[0]:
-            self.counts["errors"] += 1  # this frame is missing from the video and the preview
+        if self.frame_sinks:  # on failure this frame is missing from the video and the preview
+            self._run_stage("draw", self._draw, frame, tracks)
         self.counts["frames_processed"] += 1
         self._frames_total.inc()
         self._lat["frame"].observe(time.monotonic() - frame.t_capture)

@@ -10,8 +10,13 @@ doubling with each restart that did not help, up to ``backoff_max_s``), then cal
 (``posestream_stage_restarts_total``). The stream's health says ``degraded: pose failing`` or
 ``degraded: pose restarting`` until the stage succeeds again, then ``ok``.
 
-The waits are cut short by the stream's stop event, so a stage in backoff never holds up
-shutdown.
+A stage the stream cannot do without (``detect``, ``pose``, ``track``) waits its backoff in
+its thread: there is nothing else that thread could do meanwhile, and the reader's slot drops
+(and counts) the frames that come in the meantime. A stage the rest of the stream does not
+need (``draw``: the annotated video and preview; ``window``: classification) is
+non-blocking: during its backoff it is skipped (counted as ``skipped``) while the frames go on
+being tracked, and it is restarted once the backoff is over. The waits are cut short by the
+stream's stop event, so a stage in backoff never holds up shutdown.
 """
 from __future__ import annotations
 
@@ -55,10 +60,13 @@ class StageSupervisor:
     :meth:`run`; :meth:`status` may be read from any thread (plain values, replaced whole)."""
 
     def __init__(self, stream: str, stage: str, policy: StagePolicy, stop: threading.Event, *,
-                 restart: Callable[[], Any] | None = None, metrics: Any = None):
+                 restart: Callable[[], Any] | None = None, metrics: Any = None, blocking: bool = True):
         self.stream, self.stage, self.policy = stream, stage, policy
         self._stop = stop
         self._restart = restart
+        self.blocking = blocking
+        self._resume_at: float | None = None  # a non-blocking stage in backoff: skipped until then
+        self.skipped = 0           # calls left out during a non-blocking backoff
         self.failures = 0          # all failed calls
         self.in_a_row = 0          # failed calls since the last success
         self.restarts = 0          # restarts done
@@ -73,7 +81,14 @@ class StageSupervisor:
 
     def run(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
         """``(True, fn(*args))``, or ``(False, None)`` when it raised (counted, logged; after
-        ``restart_after`` in a row, the stage is restarted before this returns)."""
+        ``restart_after`` in a row, a blocking stage is restarted before this returns; a
+        non-blocking one returns ``(False, None)`` at once, uncalled, until its backoff is over)."""
+        if self._resume_at is not None:
+            if time.monotonic() < self._resume_at:
+                self.skipped += 1
+                return False, None
+            self._resume_at = None
+            self._do_restart()
         try:
             value = fn(*args)
         except Exception as exc:
@@ -89,7 +104,7 @@ class StageSupervisor:
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "failures": self.failures, "restarts": self.restarts,
-                "restart_failures": self.restart_failures, "last_error": self.last_error}
+                "restart_failures": self.restart_failures, "skipped": self.skipped, "last_error": self.last_error}
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
@@ -112,10 +127,16 @@ class StageSupervisor:
         delay = self.policy.backoff(self._restarts_in_a_row)
         self._restarts_in_a_row += 1
         self.state = "restarting"
-        log.warning("stream %s: %s failed %d times in a row; restarting it in %.1f s", self.stream, self.stage,
-                    self.in_a_row, delay)
+        log.warning("stream %s: %s failed %d times in a row; restarting it in %.1f s%s", self.stream, self.stage,
+                    self.in_a_row, delay, "" if self.blocking else " (skipped meanwhile)")
+        if not self.blocking:
+            self._resume_at = time.monotonic() + delay
+            return
         if self._stop.wait(delay):
             return
+        self._do_restart()
+
+    def _do_restart(self) -> None:
         t0 = time.monotonic()
         try:
             if self._restart is not None:

@@ -206,6 +206,36 @@ def test_a_stage_that_never_recovers_keeps_retrying_and_the_stream_stays_up(vtes
     assert runtime.workers[0].done.is_set() and runtime.not_finished == []  # it ended with its source
 
 
+def test_a_failing_video_sink_costs_frames_of_the_video_not_of_the_tracking(vtest, engine, tmp_path, monkeypatch):
+    """The draw stage (annotate + video sink) is skipped during its backoff, not waited for."""
+    from posestream.realtime import sinks
+
+    real_write = sinks.VideoSink.write
+    writes = {"n": 0}
+
+    def flaky_write(self, frame):
+        writes["n"] += 1
+        if 10 <= writes["n"] < 13:
+            raise OSError("injected: disk full")
+        return real_write(self, frame)
+
+    monkeypatch.setattr(sinks.VideoSink, "write", flaky_write)
+    policy = StagePolicy(restart_after=3, backoff_initial_s=1.0, backoff_max_s=1.0)
+    runtime, _, _ = _run(vtest, engine, Faults(lambda stage, n: None), frames=40, policy=policy,
+                         video_out=str(tmp_path / "annotated.mp4"))
+    stream = runtime.status()["streams"][0]
+    draw = stream["stages"]["draw"]
+    assert stream["frames_processed"] == 40 and stream["frames_skipped"] == 0, stream  # every frame tracked
+    assert draw["failures"] == 3 and draw["restarts"] == 1 and draw["skipped"] >= 1, draw
+    assert stream["errors"] == 3 and stream["health"] == "ok", stream
+    cap = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == 40 - 3 - draw["skipped"]  # the video lacks exactly the frames drawing lost
+
+
 class NanLogits:
     """The real ONNX action engine; every third call's first window gets NaN logits, one an inf."""
 
