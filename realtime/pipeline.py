@@ -13,6 +13,8 @@ Threads, and what each one owns::
 Detection and pose run in two threads so that, on two cores, the detector works on frame
 n + 1 while the landmark model works on frame n; the ONNX Runtime sessions release the GIL.
 Every hand-off is a bounded slot or queue; whatever is overwritten or refused is counted.
+Each per-frame stage runs supervised (:mod:`posestream.realtime.supervision`): a failure
+skips its frame and is counted, a stage that keeps failing is restarted with backoff.
 
 Shutdown (:meth:`Runtime.stop`, Ctrl-C): readers stop, the stream threads finish the frame they
 hold and exit, the batcher and the events thread drain, then the sinks close (the video file is
