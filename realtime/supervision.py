@@ -32,6 +32,7 @@ __all__ = ["StagePolicy", "StageSupervisor", "STAGE_FAILURES", "STAGE_RESTARTS",
 
 STAGE_FAILURES = "posestream_stage_failures_total"
 STAGE_RESTARTS = "posestream_stage_restarts_total"
+STAGE_DEGRADED = "posestream_stage_degraded"
 #: A failing stage logs its traceback for the first failure of a streak, then every this many.
 LOG_EVERY = 100
 
@@ -78,6 +79,14 @@ class StageSupervisor:
                                                 stream=stream, stage=stage) if metrics is not None else None
         self._restarts_metric = metrics.counter(STAGE_RESTARTS, "stages restarted after failing in a row",
                                                 stream=stream, stage=stage) if metrics is not None else None
+        self._degraded_metric = metrics.gauge(STAGE_DEGRADED, "0 ok, 1 failing, 2 restarting (since its last success)",
+                                              stream=stream, stage=stage) if metrics is not None else None
+        self._set_state("ok")
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        if self._degraded_metric is not None:
+            self._degraded_metric.set({"ok": 0, "failing": 1, "restarting": 2}[state])
 
     def run(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
         """``(True, fn(*args))``, or ``(False, None)`` when it raised (counted, logged; after
@@ -97,7 +106,7 @@ class StageSupervisor:
         if self.state != "ok":
             log.info("stream %s: %s works again (it was %s; %d failures, %d restarts in all)", self.stream,
                      self.stage, self.state, self.failures, self.restarts)
-            self.state = "ok"
+            self._set_state("ok")
         self.in_a_row = 0
         self._restarts_in_a_row = 0
         return True, value
@@ -119,14 +128,14 @@ class StageSupervisor:
             log.warning("stream %s: %s failed (%d in a row): %s", self.stream, self.stage, self.in_a_row,
                         self.last_error)
         if self.state == "ok":
-            self.state = "failing"
+            self._set_state("failing")
         if self.in_a_row >= self.policy.restart_after:
             self._restart_stage()
 
     def _restart_stage(self) -> None:
         delay = self.policy.backoff(self._restarts_in_a_row)
         self._restarts_in_a_row += 1
-        self.state = "restarting"
+        self._set_state("restarting")
         log.warning("stream %s: %s failed %d times in a row; restarting it in %.1f s%s", self.stream, self.stage,
                     self.in_a_row, delay, "" if self.blocking else " (skipped meanwhile)")
         if not self.blocking:

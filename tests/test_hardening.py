@@ -190,6 +190,7 @@ def test_a_stage_failing_in_a_row_restarts_with_backoff_and_health_says_so(vtest
     assert 0.2 <= waits[0] < 0.4 + 0.5 and 0.4 <= waits[1] and 0.4 <= waits[2], waits
     text = runtime.metrics.render_prometheus()
     assert 'posestream_stage_restarts_total{stage="pose",stream="vtest"} 3' in text
+    assert 'posestream_stage_degraded{stage="pose",stream="vtest"} 0.0' in text  # back to ok
 
 
 def test_a_stage_that_never_recovers_keeps_retrying_and_the_stream_stays_up(vtest, engine):
@@ -203,6 +204,7 @@ def test_a_stage_that_never_recovers_keeps_retrying_and_the_stream_stays_up(vtes
     assert len(made) == 1 + 7 and detect["state"] == "restarting"
     assert stream["frames_processed"] == 5 and stream["frames_skipped"] == 15, stream
     assert "degraded: detect restarting" in seen
+    assert 'posestream_stage_degraded{stage="detect",stream="vtest"} 2.0' in runtime.metrics.render_prometheus()
     assert runtime.workers[0].done.is_set() and runtime.not_finished == []  # it ended with its source
 
 
