@@ -65,7 +65,7 @@ setup(
         # an already-installed build instead of pulling a CUDA one. torch.onnx's dynamo exporter
         # builds the graph with onnxscript (tested with 0.7).
         "train": ["torch>=2.1", "onnxscript>=0.4"],
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "hypothesis>=6"],
         "tensorboard": ["tensorboard>=2.10"],
         # physics falls for `posestream synth` (train/data/ragdoll.py): MuJoCo simulates the CMU
         # humanoid of dm-control. Only dm-control's model file is used, and its own dependencies

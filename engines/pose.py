@@ -47,13 +47,14 @@ in ``posestream/engines/models/`` (converted once from Google's TFLite releases 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -182,6 +183,73 @@ def check_frame(frame: np.ndarray) -> np.ndarray:
     if frame.dtype != np.uint8:
         raise PoseError(f"frame must be uint8 (BGR), got dtype {frame.dtype}")
     return frame
+
+
+#: A person's box must be at least this many pixels wide and tall (inside the frame) to be
+#: kept: a smaller one (or a zero-size one) is no person the pose or action models can read,
+#: and a zero-size box matches no track, so it would start a new one every frame.
+MIN_BOX_SIDE = 1.0
+
+
+def usable_box(box: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray | None:
+    """``box`` ``[5]`` (x1, y1, x2, y2, score) clipped to the frame, or None when it is not
+    finite or smaller than :data:`MIN_BOX_SIDE` (NaN fails every comparison, so each test is
+    written to pass only for real numbers)."""
+    box = np.asarray(box, np.float32).reshape(-1)
+    if box.shape[0] != 5 or not np.isfinite(box).all():
+        return None
+    fh, fw = frame_hw
+    out = np.array([np.clip(box[0], 0, fw), np.clip(box[1], 0, fh), np.clip(box[2], 0, fw),
+                    np.clip(box[3], 0, fh), box[4]], np.float32)
+    if not (out[2] - out[0] >= MIN_BOX_SIDE and out[3] - out[1] >= MIN_BOX_SIDE):
+        return None
+    return out
+
+
+def clean_keypoints(keypoints: np.ndarray) -> tuple[np.ndarray, int]:
+    """``[17, 3]`` keypoints with every joint that has a non-finite coordinate or score set to
+    (0, 0, 0) (a joint nobody saw) and scores clipped to [0, 1]; and how many joints were
+    cleared. Raises ValueError for any other shape."""
+    kp = np.asarray(keypoints, np.float32)
+    if kp.shape != (NUM_KEYPOINTS, 3):
+        raise ValueError(f"keypoints must be [{NUM_KEYPOINTS}, 3], got {list(kp.shape)}")
+    bad = ~np.isfinite(kp).all(axis=1)
+    out = kp.copy()
+    out[bad] = 0.0
+    np.clip(out[:, 2], 0.0, 1.0, out=out[:, 2])
+    return out, int(bad.sum())
+
+
+def box_from_keypoints(keypoints: np.ndarray, score: float = 1.0, min_score: float = 0.0) -> np.ndarray | None:
+    """The box ``[5]`` around the finite keypoints scoring above ``min_score`` (for front
+    ends that give skeletons without a box), or None when no keypoint qualifies."""
+    kp = np.asarray(keypoints, np.float32).reshape(-1, 3)
+    seen = np.isfinite(kp).all(axis=1) & (kp[:, 2] > min_score)
+    if not seen.any():
+        return None
+    xy = kp[seen, :2]
+    return np.array([*xy.min(axis=0), *xy.max(axis=0), score], np.float32)
+
+
+def sanitize_people(people: Sequence[PersonPose], frame_hw: tuple[int, int]) -> tuple[list[PersonPose], int, int]:
+    """What a front end returned, made safe for the tracker and the windows: people with a
+    non-finite, zero-size or malformed box (or keypoints not ``[17, 3]``) are left out, and
+    non-finite joints are cleared. Returns ``(kept, people_dropped, joints_cleared)``."""
+    kept, dropped, cleared = [], 0, 0
+    for person in people:
+        box = usable_box(person.box, frame_hw)
+        try:
+            keypoints, n = clean_keypoints(person.keypoints)
+        except ValueError:
+            box = None
+        if box is None:
+            dropped += 1
+            continue
+        cleared += n
+        if n or box is not person.box:
+            person = dataclasses.replace(person, box=box, keypoints=keypoints)
+        kept.append(person)
+    return kept, dropped, cleared
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -435,9 +503,9 @@ class MoveNetDetector:
             keypoints[:, 1] = kp[:, 0] * ih / scale
             keypoints[:, 2] = kp[:, 2]
             y0, x0, y1, x1 = row[51:55]
-            box = np.array([np.clip(x0 * iw / scale, 0, fw), np.clip(y0 * ih / scale, 0, fh),
-                            np.clip(x1 * iw / scale, 0, fw), np.clip(y1 * ih / scale, 0, fh), score], np.float32)
-            if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            box = usable_box(np.array([x0 * iw / scale, y0 * ih / scale, x1 * iw / scale, y1 * ih / scale, score],
+                                      np.float32), (fh, fw))
+            if box is None:  # non-finite or zero-size
                 continue
             people.append(PersonPose(box=box, keypoints=keypoints, source="movenet"))
         return dedup_people(people, self.dedup_oks, self.dedup_iou)
@@ -758,9 +826,8 @@ class RtmTopDown(PoseEstimator):
         for d, lab in zip(dets, labels):
             if int(lab) != self.person_label or not d[4] >= self.det_threshold:
                 continue
-            box = np.array([np.clip(d[0] / s, 0, fw), np.clip(d[1] / s, 0, fh), np.clip(d[2] / s, 0, fw),
-                            np.clip(d[3] / s, 0, fh), d[4]], np.float32)
-            if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            box = usable_box(np.array([d[0] / s, d[1] / s, d[2] / s, d[3] / s, d[4]], np.float32), (fh, fw))
+            if box is None:  # non-finite or zero-size
                 continue
             people.append(PersonPose(box, np.zeros((NUM_KEYPOINTS, 3), np.float32), "detector"))
         people.sort(key=lambda p: -p.score)
@@ -811,6 +878,33 @@ def _static_hw(shape: Sequence[Any]) -> tuple[int, int] | None:
     return None
 
 
+def mmpose_people(preds: Sequence[Mapping[str, Any]], frame_hw: tuple[int, int]) -> list[PersonPose]:
+    """MMPoseInferencer predictions (dicts with ``keypoints``, ``keypoint_scores``, ``bbox``,
+    ``bbox_score``) -> people. A prediction without a usable ``bbox`` (bottom-up models, some
+    inferencer versions) gets the box around its keypoints; one with neither is left out (a
+    zero-size box would start a new track every frame)."""
+    people = []
+    for p in preds:
+        kp = np.zeros((NUM_KEYPOINTS, 3), np.float32)
+        xy = np.asarray(p["keypoints"], np.float32).reshape(-1, 2)[:NUM_KEYPOINTS]
+        sc = np.asarray(p.get("keypoint_scores", np.ones(len(xy))), np.float32).reshape(-1)[:NUM_KEYPOINTS]
+        kp[: len(xy), :2] = xy
+        kp[: len(sc), 2] = np.clip(sc, 0, 1)
+        score = float(np.asarray(p.get("bbox_score", 1.0)).reshape(-1)[0])
+        box = None
+        if p.get("bbox") is not None:
+            bbox = np.asarray(p["bbox"], np.float32).reshape(-1)[:4]
+            if bbox.shape[0] == 4:
+                box = usable_box(np.array([*bbox, score], np.float32), frame_hw)
+        if box is None:
+            around = box_from_keypoints(kp, score)
+            box = None if around is None else usable_box(around, frame_hw)
+        if box is None:
+            continue
+        people.append(PersonPose(box, kp, "mmpose"))
+    return people
+
+
 class MMPoseTopDown(PoseEstimator):
     """MMPose's own ``MMPoseInferencer`` (top-down: its person detector, then ``pose2d``), when
     ``mmpose`` (and its mmcv/mmdet) is installed. Note that MMPose downloads its weights on first
@@ -833,17 +927,7 @@ class MMPoseTopDown(PoseEstimator):
     def _run(self, frame_bgr: np.ndarray) -> list[PersonPose]:
         result = next(self.inferencer(frame_bgr, return_vis=False))
         preds = result["predictions"][0] if result.get("predictions") else []
-        people = []
-        for p in preds:
-            kp = np.zeros((NUM_KEYPOINTS, 3), np.float32)
-            xy = np.asarray(p["keypoints"], np.float32)[:NUM_KEYPOINTS]
-            sc = np.asarray(p.get("keypoint_scores", np.ones(len(xy))), np.float32)[:NUM_KEYPOINTS]
-            kp[: len(xy), :2] = xy
-            kp[: len(sc), 2] = np.clip(sc, 0, 1)
-            bbox = np.asarray(p.get("bbox", [[0, 0, 0, 0]]), np.float32).reshape(-1)[:4]
-            score = float(np.asarray(p.get("bbox_score", 1.0)).reshape(-1)[0])
-            people.append(PersonPose(np.array([*bbox, score], np.float32), kp, "mmpose"))
-        return people
+        return mmpose_people(preds, frame_bgr.shape[:2])
 
     def detect(self, frame_bgr: np.ndarray) -> list[PersonPose]:
         return self._run(check_frame(frame_bgr))
@@ -916,4 +1000,5 @@ __all__ = [
     "BLAZEPOSE_TO_COCO", "blazepose_to_coco", "dedup_people", "keypoint_oks", "box_iou", "decode_simcc",
     "get_warp_matrix", "bbox_xyxy_to_cs", "fix_aspect_ratio", "crop_transform", "upright_angle",
     "refine_from_heatmap", "movenet_input_shape", "check_frame", "draw_people",
+    "MIN_BOX_SIDE", "usable_box", "clean_keypoints", "box_from_keypoints", "sanitize_people", "mmpose_people",
 ]

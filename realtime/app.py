@@ -106,8 +106,9 @@ def run_realtime(sources: Sequence[Any], config: RunConfig, *, duration_s: float
     status = runtime.status()
     status["interrupted"] = interrupted["count"] > 0
     status["wall_s"] = round(time.monotonic() - t0, 2)
+    status["not_finished"] = runtime.not_finished  # threads or sinks stop() left running
     status["video_out"] = getattr(runtime, "video_paths", None)
-    status["events"] = runtime.events
+    status["events"] = runtime.recent_events()  # the newest EVENT_HISTORY; status counts them all
     status["labels"] = runtime.label_summary()
     status["shown_labels"] = runtime.shown_label_counts()
     return status

@@ -11,9 +11,15 @@ Why one batcher for all streams: a CNN call on a batch of 8 costs far less than 
 (X3D-s int8: 84 ms against 4 x 27 ms on this CPU), and the model needs one thread, not one per
 stream. Why a deadline: a window must not wait for company longer than the latency budget.
 
-The input queue is bounded; a window that finds it full is dropped and counted (the stream
-submits a fresher one ``stride`` frames later). A result queue that is full drops its oldest
-result (counted): a stalled consumer never stalls the batcher.
+The input queue is bounded (:data:`QUEUE_SIZE` windows); a window that finds it full is
+dropped and counted (the stream submits a fresher one ``stride`` frames later). A result queue
+that is full drops its oldest result (counted): a stalled consumer never stalls the batcher.
+
+What crosses the boundary is checked, so that one bad window costs only itself, never the
+batch (of every stream) it would ride in: a window with another keypoint count than the
+model's is refused at :meth:`ActionBatcher.submit` (``rejected_shape``), non-finite joints
+are cleared before rasterizing (``joints_cleared``), and a window whose logits come back
+NaN or infinite gets no result (``nonfinite_logits``); each is counted and logged.
 """
 from __future__ import annotations
 
@@ -28,10 +34,29 @@ import numpy as np
 
 from posestream.engines.action import ActionEngine
 from posestream.engines.raster import Rasterizer
+from posestream.skeleton import NUM_KEYPOINTS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WindowJob", "WindowResult", "ActionBatcher", "softmax"]
+__all__ = ["WindowJob", "WindowResult", "ActionBatcher", "softmax", "QUEUE_SIZE", "clean_window"]
+
+#: Windows waiting for the batcher at most (more are dropped and counted).
+QUEUE_SIZE = 64
+
+
+def clean_window(keypoint: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """A window's keypoints ``[M, T, V, 2]`` and scores ``[M, T, V]`` with every joint whose
+    coordinates or score are not finite cleared (x, y, score = 0: a joint nobody saw, which
+    draws nothing) and scores clipped to [0, 1]; and how many joints were cleared. The inputs
+    are not modified."""
+    kp = np.asarray(keypoint, np.float32)
+    sc = np.asarray(score, np.float32)
+    bad = ~(np.isfinite(kp).all(axis=-1) & np.isfinite(sc))
+    n = int(bad.sum())
+    if n:
+        kp = np.where(bad[..., None], np.float32(0), kp)
+        sc = np.where(bad, np.float32(0), sc)
+    return kp, np.clip(sc, 0.0, 1.0), n
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -102,7 +127,7 @@ class ActionBatcher:
     """
 
     def __init__(self, engine: ActionEngine, *, max_batch: int = 8, max_wait_s: float = 0.02,
-                 queue_size: int = 64, metrics: Any = None):
+                 queue_size: int = QUEUE_SIZE, metrics: Any = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_s < 0:
@@ -113,6 +138,9 @@ class ActionBatcher:
                              "cannot tell how to rasterize its input (export it with posestream export)")
         self.engine = engine
         self.clip_len, self.size = int(card.clip_len), int(card.size)
+        # the joints a window must have: a joint model's channels are its joints; a limb model
+        # draws the COCO-17 skeleton's limbs
+        self.num_keypoints = int(card.in_channels) if card.heatmap == "joints" else NUM_KEYPOINTS
         # calibrated probabilities: softmax(logits / T), T fitted on held-out data (posestream
         # calibrate); 1 for an uncalibrated model
         self.temperature = float((card.extra or {}).get("temperature", 1.0))
@@ -134,7 +162,8 @@ class ActionBatcher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.metrics = metrics
-        self.counts = {"windows": 0, "batches": 0, "dropped_full": 0, "replies_dropped": 0, "errors": 0}
+        self.counts = {"windows": 0, "batches": 0, "dropped_full": 0, "replies_dropped": 0, "errors": 0,
+                       "rejected_shape": 0, "joints_cleared": 0, "nonfinite_logits": 0}
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------------------------------
@@ -145,16 +174,28 @@ class ActionBatcher:
             self._thread.start()
         return self
 
-    def close(self, timeout: float | None = 5.0) -> None:
-        """Stop after the batch in flight; windows still queued are dropped."""
+    def close(self, timeout: float | None = 5.0) -> bool:
+        """Stop after the batch in flight; windows still queued are dropped. True when the
+        thread finished within ``timeout`` (or never ran); False, logged, when it is still
+        running (a stuck engine call): its handle is kept, so :attr:`alive` still says so."""
         self._stop.set()
         try:
             self._queue.put_nowait(None)  # wake the thread
         except queue.Full:
             pass
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("action batcher: its thread did not finish within %s s", timeout)
+            return False
+        self._thread = None
+        return True
+
+    @property
+    def alive(self) -> bool:
+        """Whether the batcher's thread is running."""
+        return self._thread is not None and self._thread.is_alive()
 
     def __enter__(self) -> "ActionBatcher":
         return self.start()
@@ -163,11 +204,24 @@ class ActionBatcher:
         self.close()
 
     def submit(self, job: WindowJob) -> bool:
-        """Queue a window; False (and counted) when the queue is full or the batcher stopped."""
+        """Queue a window; False (and counted) when the queue is full, the batcher stopped, or
+        the window has another joint count than the model's. A window of the wrong rank or
+        length is a bug of the caller: ValueError."""
         expected = (self.clip_len,)
         if job.keypoint.ndim != 4 or job.keypoint.shape[1:2] != expected or job.keypoint.shape[-1] != 2:
             raise ValueError(f"{job.stream}: window keypoints must be [M, {self.clip_len}, V, 2], "
                              f"got {list(job.keypoint.shape)}")
+        if job.keypoint.shape[2] != self.num_keypoints or job.score.shape != job.keypoint.shape[:3]:
+            with self._lock:
+                self.counts["rejected_shape"] += 1
+                total = self.counts["rejected_shape"]
+            self._count_metric("posestream_windows_rejected_total", "windows refused by the batcher",
+                               stream=job.stream, reason="shape")
+            if total == 1 or total % 100 == 0:
+                log.warning("%s: refused a window of keypoints %s, scores %s (the model takes %d joints); "
+                            "%d refused so far", job.stream, list(job.keypoint.shape), list(job.score.shape),
+                            self.num_keypoints, total)
+            return False
         if self._stop.is_set():
             return False
         try:
@@ -218,38 +272,75 @@ class ActionBatcher:
                 log.exception("action batcher: a batch of %d windows failed", len(batch))
 
     def _classify(self, batch: list[WindowJob]) -> None:
-        for job, result in zip(batch, self.classify(batch)):
+        for job, result in self._classified(batch):
             self._reply(job, result)
 
     def classify(self, batch: list[WindowJob]) -> list[WindowResult]:
         """Rasterize and classify ``batch`` now, in the caller's thread (the batcher's own
-        thread does this for the windows submitted to it; an offline replay calls it itself)."""
+        thread does this for the windows submitted to it; an offline replay calls it itself).
+        Windows that cannot be classified (another joint count, non-finite logits) get no
+        result, so the list may be shorter than ``batch``; each result names its window."""
+        return [result for _, result in self._classified(batch)]
+
+    def _classified(self, batch: list[WindowJob]) -> list[tuple[WindowJob, WindowResult]]:
+        batch = [j for j in batch if self._fits(j)]
+        if not batch:
+            return []
         n = len(batch)
         m = max(j.keypoint.shape[0] for j in batch)
-        v = batch[0].keypoint.shape[2]
+        v = self.num_keypoints
         kp = np.zeros((n, m, self.clip_len, v, 2), dtype=np.float32)
         sc = np.zeros((n, m, self.clip_len, v), dtype=np.float32)
+        cleared = 0
         for i, j in enumerate(batch):  # fewer persons than the batch's widest: zeros draw nothing
-            kp[i, : j.keypoint.shape[0]] = j.keypoint
-            sc[i, : j.score.shape[0]] = j.score
+            jk, js, bad = clean_window(j.keypoint, j.score)
+            kp[i, : jk.shape[0]] = jk
+            sc[i, : js.shape[0]] = js
+            cleared += bad
         t0 = time.monotonic()
         volumes = self.rasterizer(kp, sc)
         t1 = time.monotonic()
-        probs = softmax(self.engine.predict(volumes) / self.temperature)
+        logits = np.asarray(self.engine.predict(volumes), dtype=np.float64)
+        finite = np.isfinite(logits).all(axis=1)
+        probs = softmax(np.where(finite[:, None], logits, 0.0) / self.temperature)
         t2 = time.monotonic()
         with self._lock:
             self.counts["windows"] += n
             self.counts["batches"] += 1
+            self.counts["joints_cleared"] += cleared
+            self.counts["nonfinite_logits"] += int((~finite).sum())
+            nonfinite_total = self.counts["nonfinite_logits"]
         results = []
-        for j, p in zip(batch, probs):
-            results.append(WindowResult(j.stream, j.key, j.frame_index, p, j.t_last_capture, j.t_submit, t2, n,
-                                        t1 - t0, t2 - t1, j.context))
+        for j, p, ok in zip(batch, probs, finite):
+            if not ok:  # no label is better than a NaN one, which would stick in the smoothing
+                self._count_metric("posestream_windows_rejected_total", "windows refused by the batcher",
+                                   stream=j.stream, reason="nonfinite_logits")
+                log.warning("%s: the action model gave non-finite logits for window %r (frame %d); "
+                            "%d such windows so far", j.stream, j.key, j.frame_index, nonfinite_total)
+                continue
+            results.append((j, WindowResult(j.stream, j.key, j.frame_index, p, j.t_last_capture, j.t_submit, t2,
+                                            n, t1 - t0, t2 - t1, j.context)))
             if self.metrics is not None:
                 self.metrics.latency("posestream_stage_latency_seconds", "per-stage latency",
                                      stream=j.stream, stage="rasterize").observe(t1 - t0)
                 self.metrics.latency("posestream_stage_latency_seconds", "per-stage latency",
                                      stream=j.stream, stage="classify").observe(t2 - t1)
         return results
+
+    def _fits(self, job: WindowJob) -> bool:
+        """Whether ``job`` can ride in a batch (a caller of :meth:`classify` may not have
+        gone through :meth:`submit`); a window that cannot is counted and left out."""
+        k = job.keypoint
+        if (k.ndim == 4 and k.shape[1] == self.clip_len and k.shape[2] == self.num_keypoints and k.shape[3] == 2
+                and job.score.shape == k.shape[:3]):
+            return True
+        with self._lock:
+            self.counts["rejected_shape"] += 1
+        self._count_metric("posestream_windows_rejected_total", "windows refused by the batcher",
+                           stream=job.stream, reason="shape")
+        log.warning("%s: left a window of keypoints %s out of the batch (the model takes [M, %d, %d, 2])",
+                    job.stream, list(k.shape), self.clip_len, self.num_keypoints)
+        return False
 
     def _reply(self, job: WindowJob, result: WindowResult) -> None:
         while True:

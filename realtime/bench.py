@@ -146,7 +146,7 @@ def run_once(video: str, streams: int, config: RunConfig, *, engine=None, progre
         "batches": batch["batches"],
         "mean_batch": round(batch["windows"] / batch["batches"], 2) if batch["batches"] else 0.0,
         "windows_dropped": batch["dropped_full"],
-        "events": runtime.events,
+        "events": runtime.recent_events(),
         "rss_mb": {"start": round(rss.samples[0][1], 1), "end": round(rss.samples[-1][1], 1),
                    "max": round(max(v for _, v in rss.samples), 1)},
     }

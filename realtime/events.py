@@ -217,10 +217,20 @@ class LabelSmoother:
             raise ValueError(f"margin must be >= 0 and min_score in [0, 1], got {margin}, {min_score}")
         self.alpha, self.margin, self.min_score = float(alpha), float(margin), float(min_score)
         self._state: dict[Any, tuple[np.ndarray, int | None]] = {}
+        self.rejected = 0  #: windows whose probabilities were not finite (ignored)
 
     def update(self, track_id: Any, probs: np.ndarray) -> Smoothed:
+        """Fold one window's ``probs`` ``[C]`` into the track's average. Probabilities that are
+        not finite (or empty) are refused and counted in :attr:`rejected`: one NaN in a moving
+        average stays there for good. The track's state is then left as it was, and what
+        comes back is that state (no label and zeros for a track without one)."""
         probs = np.asarray(probs, dtype=np.float64).reshape(-1)
         previous = self._state.get(track_id)
+        if probs.size == 0 or not np.isfinite(probs).all():
+            self.rejected += 1
+            if previous is not None and previous[0].shape == probs.shape:
+                return Smoothed(previous[1], previous[0].copy())
+            return Smoothed(None, np.zeros(probs.shape, np.float64))
         if previous is None or previous[0].shape != probs.shape:  # new track (or a new model)
             smoothed, label = probs.copy(), None
         else:
@@ -834,7 +844,9 @@ class EventLogic:
         label = None if smoothed.label is None else (names[smoothed.label], smoothed.score)
         events: list[Event] = []
         if self.detect_falls:
-            by_name = dict(zip(names, smoothed.probs.tolist()))
+            # a window the smoother refused says nothing about the action: geometry only
+            finite = np.isfinite(np.asarray(probs, dtype=np.float64)).all()
+            by_name = dict(zip(names, smoothed.probs.tolist())) if finite and len(smoothed.probs) else None
             event = self.fall_machine(track_id).update(t, by_name, keypoints, box, frame_index)
             if event is not None:
                 events.append(event)

@@ -13,6 +13,8 @@ Threads, and what each one owns::
 Detection and pose run in two threads so that, on two cores, the detector works on frame
 n + 1 while the landmark model works on frame n; the ONNX Runtime sessions release the GIL.
 Every hand-off is a bounded slot or queue; whatever is overwritten or refused is counted.
+Each per-frame stage runs supervised (:mod:`posestream.realtime.supervision`): a failure
+skips its frame and is counted, a stage that keeps failing is restarted with backoff.
 
 Shutdown (:meth:`Runtime.stop`, Ctrl-C): readers stop, the stream threads finish the frame they
 hold and exit, the batcher and the events thread drain, then the sinks close (the video file is
@@ -20,6 +22,8 @@ finalised, so an interrupted run still leaves a playable video).
 """
 from __future__ import annotations
 
+import collections
+import functools
 import logging
 import queue
 import threading
@@ -33,7 +37,9 @@ from posestream.engines.action import ActionEngine
 from posestream.realtime.batcher import ActionBatcher, WindowJob, WindowResult
 from posestream.realtime.config import RunConfig
 from posestream.realtime.frames import Frame
+from posestream.engines.pose import sanitize_people
 from posestream.realtime.metrics import Metrics
+from posestream.realtime.supervision import StagePolicy, StageSupervisor, health_of
 from posestream.realtime.tracker import CONFIRMED, ByteTracker
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,24 @@ STAGE_LATENCY = "posestream_stage_latency_seconds"
 #: The shipped default action model, in posestream/engines/models (see x3d_s_synthetic.md there).
 DEFAULT_ACTION_MODEL = "x3d_s_synthetic.onnx"
 STAGE_HELP = "latency of each pipeline stage, per frame or window"
+
+# Bounds (README, "Bounds" lists every queue of the realtime path with these numbers).
+#: Classified windows waiting for the events thread; when full the batcher drops the oldest.
+RESULTS_QUEUE_SIZE = 256
+#: Batches of ended tracks waiting for the events thread to forget them; when full, the
+#: batch is dropped (counted) and :data:`STALE_KEY_S` catches those tracks later.
+FORGET_QUEUE_SIZE = 1024
+#: Events kept in :attr:`Runtime.events` (older ones fall off, counted in ``events_dropped``).
+EVENT_HISTORY = 1000
+#: Ended tracks whose label counts :meth:`Runtime.label_summary` still lists one by one.
+ENDED_TRACKS_KEPT = 1000
+#: A track (or scene) with no window for this long has its event state dropped even if its
+#: forget message was lost; longer than any window gap of a live track (stride frames).
+STALE_KEY_S = 60.0
+#: How long stop() waits for the stream and reader threads (together), the batcher, and the
+#: events thread; and for each sink to close.
+JOIN_TIMEOUT_S = 10.0
+SINK_CLOSE_TIMEOUT_S = 10.0
 
 
 class LabelBoard:
@@ -98,25 +122,41 @@ class StreamWorker:
     ``submit``: the batcher's submit; ``results``: where the events thread sends this stream's
     drawing labels (a :class:`LabelBoard`). ``frame_sinks``: callables taking the annotated
     frame (video writer, preview).
+
+    Every stage (``detect``, ``pose``, ``track``, ``window``, ``draw``) runs supervised
+    (:mod:`posestream.realtime.supervision`, ``policy``): a failure skips that frame and is
+    counted; a stage failing ``policy.restart_after`` times in a row is restarted after a
+    backoff: ``detect`` and ``pose`` get a new estimator from ``estimator_factory`` (each of
+    the two threads then owns its own), ``track`` a new tracker, track histories and scheduler
+    (the old tracks are forgotten), ``window`` a new scheduler; ``draw`` has no state to renew.
+    ``window`` and ``draw`` are skipped during their backoff instead of waiting it out. What the
+    detector and the pose model return is sanitized first
+    (:func:`posestream.engines.pose.sanitize_people`): non-finite or zero-size boxes are
+    dropped, non-finite joints cleared, both counted.
     """
 
     def __init__(self, name: str, reader: Any, estimator: Any, batcher: ActionBatcher, config: RunConfig,
                  results: "queue.Queue[WindowResult]", labels: LabelBoard, metrics: Metrics,
                  frame_sinks: Sequence[Callable[[str, np.ndarray], Any]] = (), fps_hint: float | None = None,
-                 forget: Callable[[str, list], Any] | None = None):
-        from posestream.realtime.windows import StreamTracks, WindowScheduler
+                 forget: Callable[[str, list], Any] | None = None,
+                 estimator_factory: Callable[[], Any] | None = None, policy: StagePolicy | None = None):
+        from posestream.realtime.windows import StreamTracks
 
         self.name = name
         self.reader = reader
         self.estimator = estimator
+        self.estimator_factory = estimator_factory
+        # each thread's own estimator (the same object until a restart gives one a new one)
+        self._detector = estimator
+        self._refiner = estimator
         self.batcher = batcher
         self.config = config
         self.results = results
         self.labels = labels
         self.metrics = metrics
         self.frame_sinks = list(frame_sinks)
-        thresholds = estimator.tracker_thresholds() if hasattr(estimator, "tracker_thresholds") else {}
-        self.tracker = ByteTracker(**thresholds, max_lost_s=1.0, fps=fps_hint)
+        self._fps_hint = fps_hint
+        self.tracker = self._new_tracker()
         self.tracks = StreamTracks(name, keep_s=config.keep_s)
         self.forget = forget
         self._handoff = threading.Condition()
@@ -124,14 +164,26 @@ class StreamWorker:
         self._detect_done = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.scheduler = WindowScheduler(clip_len=batcher.clip_len, size=batcher.size, window_s=config.window_s,
-                                         stride=config.stride, min_frames=config.min_frames, mode=config.mode,
-                                         scene_persons=config.scene_persons)
+        self.scheduler = self._new_scheduler()
         self._processed = 0
         self._fps_times: list[float] = []
-        self.counts = {"frames_processed": 0, "windows_submitted": 0,
-                       "windows_refused": 0, "errors": 0}
+        # frames_skipped: frames a failed detect/pose/track call left out; people_dropped:
+        # detections with a non-finite, zero-size or malformed box; joints_cleared: non-finite
+        # joints zeroed; errors: failed stage calls plus thread crashes
+        self.counts = {"frames_processed": 0, "frames_skipped": 0, "windows_submitted": 0,
+                       "windows_refused": 0, "people_dropped": 0, "joints_cleared": 0, "errors": 0}
+        self.policy = policy or StagePolicy()
+        restarts = {"detect": self._restart_detect, "pose": self._restart_pose, "track": self._restart_tracks,
+                    "window": self._restart_windows, "draw": None}
+        # the stream needs detect, pose and track for anything; without windows or drawing it
+        # still tracks, so those two skip their backoff instead of waiting it out
+        self.stages = {stage: StageSupervisor(name, stage, self.policy, self._stop, restart=restart, metrics=metrics,
+                                              blocking=stage in ("detect", "pose", "track"))
+                       for stage, restart in restarts.items()}
+        self._sanitized = metrics.counter("posestream_detections_dropped_total",
+                                          "detections with a non-finite, zero-size or malformed box", stream=name)
         self.last_error: str | None = None
+        self._crashed: str | None = None
         self.latest_tracks: list = []
         self.done = threading.Event()
         # per stream, and pooled over every stream (what bench reports)
@@ -139,6 +191,8 @@ class StreamWorker:
                                   metrics.latency(STAGE_LATENCY, STAGE_HELP, stream="all", stage=stage))
                      for stage in ("read", "detect", "pose", "track", "window", "frame")}
         self._frames_total = metrics.counter("posestream_frames_total", "frames processed", stream=name)
+        self._skipped_total = metrics.counter("posestream_frames_skipped_total",
+                                              "frames a failed detect, pose or track call left out", stream=name)
 
     # ------------------------------------------------------------------------------------------
 
@@ -157,21 +211,76 @@ class StreamWorker:
         for t in self._threads:
             t.join(timeout)
 
-    def status(self) -> dict[str, Any]:
+    def alive_threads(self) -> list[str]:
+        """Names of this stream's threads still running."""
+        return [t.name for t in self._threads if t.is_alive()]
+
+    @property
+    def health(self) -> str:
+        """``"ok"``, ``"degraded: <stage> failing|restarting"`` or ``"stopped: <error>"``
+        (a thread crashed outside any stage)."""
+        if self._crashed is not None:
+            return f"stopped: {self._crashed}"
+        return health_of(self.stages)
+
+    def fps(self) -> float:
+        """Processed frames per second over the last 5 s."""
         now = time.monotonic()
-        recent = [t for t in self._fps_times if now - t < 5.0]
-        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
-        return {"stream": self.name, **self.counts, "fps": round(fps, 2), "tracks": len(self.latest_tracks),
-                "last_error": self.last_error, "source": self.reader.stats()}
+        recent = [t for t in list(self._fps_times) if now - t < 5.0]
+        return (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+
+    def status(self) -> dict[str, Any]:
+        return {"stream": self.name, "health": self.health, **self.counts, "fps": round(self.fps(), 2),
+                "tracks": len(self.latest_tracks), "last_error": self.last_error,
+                "stages": {name: s.status() for name, s in self.stages.items()}, "source": self.reader.stats()}
+
+    # -- restarts (each runs in the thread of the stage it restarts) ---------------------------
+
+    def _new_tracker(self) -> ByteTracker:
+        est = self.estimator
+        thresholds = est.tracker_thresholds() if hasattr(est, "tracker_thresholds") else {}
+        return ByteTracker(**thresholds, max_lost_s=1.0, fps=self._fps_hint)
+
+    def _new_scheduler(self):
+        from posestream.realtime.windows import WindowScheduler
+
+        c = self.config
+        return WindowScheduler(clip_len=self.batcher.clip_len, size=self.batcher.size, window_s=c.window_s,
+                               stride=c.stride, min_frames=c.min_frames, mode=c.mode, scene_persons=c.scene_persons)
+
+    def _restart_detect(self) -> None:
+        if self.estimator_factory is not None:
+            self._detector = self.estimator_factory()
+
+    def _restart_pose(self) -> None:
+        if self.estimator_factory is not None:
+            self._refiner = self.estimator_factory()
+
+    def _restart_windows(self) -> None:
+        self.scheduler = self._new_scheduler()
+
+    def _restart_tracks(self) -> None:
+        """A new tracker, new track histories and a new scheduler (the pose thread owns all
+        three); the tracks held so far are forgotten downstream."""
+        from posestream.realtime.windows import StreamTracks
+
+        gone = self.tracks.active_ids()
+        self.tracker = self._new_tracker()
+        self.tracks = StreamTracks(self.name, keep_s=self.config.keep_s)
+        self.scheduler = self._new_scheduler()
+        self.latest_tracks = []
+        if gone and self.forget is not None:
+            self.forget(self.name, list(gone))
 
     # ------------------------------------------------------------------------------------------
 
     def _guard(self, loop: Callable[[], None]) -> None:
         try:
             loop()
-        except Exception as exc:  # a crash in one stream must not take the others down
+        except Exception as exc:  # a bug outside the stages: this stream ends, the others go on
             self.counts["errors"] += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
+            self._crashed = self.last_error
             log.exception("stream %s: %s stopped", self.name, threading.current_thread().name)
             self._stop.set()
         finally:
@@ -203,8 +312,11 @@ class StreamWorker:
                     continue
             self._lat["read"].observe(max(0.0, time.monotonic() - frame.t_capture))
             t0 = time.perf_counter()
-            people = self.estimator.detect(frame.image)
+            ok, people = self._run_stage("detect", self._detect, frame)
             detect_s = time.perf_counter() - t0
+            if not ok:
+                self._skip_frame()
+                continue
             self._lat["detect"].observe(detect_s)
             with self._handoff:
                 self._pending = _Detected(frame, people, detect_s)
@@ -222,26 +334,64 @@ class StreamWorker:
             if not self._stop.is_set():
                 self._process(item)
 
-    def _process(self, item: _Detected) -> None:
-        frame = item.frame
-        t0 = time.perf_counter()
-        people = self.estimator.refine(frame.image, item.people)
-        t1 = time.perf_counter()
+    def _detect(self, frame: Frame) -> list:
+        people = self._detector.detect(frame.image)
+        return self._sanitize(people, frame)
+
+    def _refine(self, frame: Frame, people: list) -> list:
+        return self._sanitize(self._refiner.refine(frame.image, people), frame)
+
+    def _sanitize(self, people: list, frame: Frame) -> list:
+        kept, dropped, cleared = sanitize_people(people, frame.shape)
+        if dropped:
+            self.counts["people_dropped"] += dropped
+            self._sanitized.inc(dropped)
+        self.counts["joints_cleared"] += cleared
+        return kept
+
+    def _track(self, frame: Frame, people: list) -> list:
         tracks = self.tracker.update(people, frame_index=frame.index)
         dropped = self.tracks.update(tracks, frame.index, frame.t_capture, img_shape=frame.shape)
         if dropped and self.forget is not None:
             self.forget(self.name, list(dropped))
+        return tracks
+
+    def _draw(self, frame: Frame, tracks: list) -> None:
+        annotated = self._annotate(frame, tracks)
+        for sink in self.frame_sinks:
+            sink(self.name, annotated)
+
+    def _run_stage(self, stage: str, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        supervisor = self.stages[stage]
+        failures = supervisor.failures
+        result = supervisor.run(fn, *args)
+        if supervisor.failures != failures:
+            self.counts["errors"] += 1
+        return result
+
+    def _skip_frame(self) -> None:
+        self.counts["frames_skipped"] += 1
+        self._skipped_total.inc()
+
+    def _process(self, item: _Detected) -> None:
+        frame = item.frame
+        t0 = time.perf_counter()
+        ok, people = self._run_stage("pose", self._refine, frame, item.people)
+        if not ok:
+            return self._skip_frame()
+        t1 = time.perf_counter()
+        ok, tracks = self._run_stage("track", self._track, frame, people)
+        if not ok:
+            return self._skip_frame()
         t2 = time.perf_counter()
-        self._submit_windows(frame)
+        self._run_stage("window", self._submit_windows, frame)  # on failure only this frame's windows are lost
         t3 = time.perf_counter()
         self.latest_tracks = tracks
         self._lat["pose"].observe(t1 - t0)
         self._lat["track"].observe(t2 - t1)
         self._lat["window"].observe(t3 - t2)
-        if self.frame_sinks:
-            annotated = self._annotate(frame, tracks)
-            for sink in self.frame_sinks:
-                sink(self.name, annotated)
+        if self.frame_sinks:  # on failure this frame is missing from the video and the preview
+            self._run_stage("draw", self._draw, frame, tracks)
         self.counts["frames_processed"] += 1
         self._frames_total.inc()
         self._lat["frame"].observe(time.monotonic() - frame.t_capture)
@@ -281,8 +431,7 @@ class StreamWorker:
             cv2.putText(image, text, (x1, y2 + int(16 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
                         track_color(t.track_id), thick, cv2.LINE_AA)
         scene = self.labels.get(self.name, "scene")
-        status = self.status()
-        header = f"{self.name}  {status['fps']:.1f} fps  {len([t for t in tracks if t.state == CONFIRMED])} people"
+        header = f"{self.name}  {self.fps():.1f} fps  {len([t for t in tracks if t.state == CONFIRMED])} people"
         if scene is not None:
             header += f"  scene: {scene[0]} {scene[1]:.2f}"
         cv2.putText(image, header, (8, int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0),
@@ -299,11 +448,18 @@ class Runtime:
     engine (default: the configured or shipped model). ``estimator_factory()``: a new pose
     estimator per stream (default: ``make_pose_estimator(config.pose, ...)``). ``on_event``:
     extra callables given each event dict (the CLI's event sinks are set up from the config).
+    ``stage_policy``: when a stream's failing stage is restarted (:class:`StagePolicy`).
+
+    Memory stays bounded however long it runs: :attr:`events` keeps the last
+    :data:`EVENT_HISTORY` events (``events_dropped`` counts the older ones; every event went to
+    the sinks), per-track state (label smoothing, fall machines, label counts) goes with its
+    track, and every hand-off between threads has a fixed bound (README, "Bounds").
     """
 
     def __init__(self, sources: Sequence[Any], config: RunConfig | None = None, *,
                  engine: ActionEngine | None = None, estimator_factory: Callable[[], Any] | None = None,
-                 metrics: Metrics | None = None, on_event: Sequence[Callable[[dict], Any]] = ()):
+                 metrics: Metrics | None = None, on_event: Sequence[Callable[[dict], Any]] = (),
+                 stage_policy: StagePolicy | None = None):
         from posestream.realtime.sources import FrameReader
 
         self.config = (config or RunConfig()).validate()
@@ -318,15 +474,22 @@ class Runtime:
         self.batcher = ActionBatcher(self.engine, max_batch=self.config.max_batch,
                                      max_wait_s=self.config.max_wait_s, metrics=self.metrics)
         self.labels = LabelBoard()
-        self.results: "queue.Queue[WindowResult]" = queue.Queue(maxsize=256)
+        self.results: "queue.Queue[WindowResult]" = queue.Queue(maxsize=RESULTS_QUEUE_SIZE)
         self.on_event = list(on_event)
-        self.events: list[dict] = []
-        self._label_counts: dict[tuple[str, Any], dict[str, int]] = {}
+        self.events: "collections.deque[dict]" = collections.deque(maxlen=EVENT_HISTORY)
+        self.events_total = 0    # events raised (all sent to the sinks); events holds the newest
+        self._label_counts: dict[tuple[str, Any], dict[str, int]] = {}  # live tracks
+        # the ENDED_TRACKS_KEPT most recently ended tracks' counts, then per stream the sum of older ones
+        self._ended_counts: "collections.OrderedDict[tuple[str, Any], dict[str, int]]" = collections.OrderedDict()
+        self._older_label_counts: dict[str, dict[str, int]] = {}
+        self._last_result: dict[tuple[str, Any], float] = {}  # monotonic time of each key's newest window
+        self._next_prune = 0.0
         self._shown_counts: dict[str, dict[str, int]] = {}  # per stream: displayed labels ("none": not sure)
         self._events_lock = threading.Lock()
         self._event_sinks: list[Any] = []
         self._frame_sinks: list[Any] = []
-        self._closers: list[Callable[[], Any]] = []
+        # (name, close, finished): each sink's close and whether its thread then ended
+        self._closers: list[tuple[str, Callable[[], Any], Callable[[], bool]]] = []
         self.preview = None
         self.server = None
         factory = estimator_factory or (lambda: default_estimator(self.config))
@@ -334,11 +497,12 @@ class Runtime:
                                     rtsp_transport=self.config.rtsp_transport, max_frames=self.config.max_frames)
                         for s in self.sources]
         self._setup_sinks()
-        self._forget: "queue.Queue[tuple[str, list]]" = queue.Queue(maxsize=1024)
+        self._forget: "queue.Queue[tuple[str, list]]" = queue.Queue(maxsize=FORGET_QUEUE_SIZE)
         self.workers = [StreamWorker(s.name, r, factory(), self.batcher, self.config, self.results, self.labels,
                                      self.metrics, self._frame_sinks, fps_hint=_nominal_fps(r),
-                                     forget=self._forget_tracks)
+                                     forget=self._forget_tracks, estimator_factory=factory, policy=stage_policy)
                         for s, r in zip(self.sources, self.readers)]
+        self.not_finished: list[str] = []  # what stop() left running
         self._event_logic: dict[str, Any] = {}
         self._events_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -359,7 +523,8 @@ class Runtime:
                        for s, r, p in zip(self.sources, self.readers, paths)}
             self.video_paths = {k: str(v) for k, v in zip(writers, paths)}
             self._frame_sinks.append(lambda stream, image: writers[stream].write(image))
-            self._closers.extend(w.close for w in writers.values())
+            self._closers.extend((f"video-{k}", functools.partial(w.close, SINK_CLOSE_TIMEOUT_S),
+                                  lambda w=w: w.finished) for k, w in writers.items())
             self.sinks.update({f"video-{k}": w for k, w in writers.items()})
         if cfg.http or cfg.show:
             self.preview = sinks.PreviewStore()
@@ -368,12 +533,14 @@ class Runtime:
             log_sink = sinks.EventLog(None if cfg.events_out == "-" else cfg.events_out, metrics=self.metrics,
                                       name="events")
             self._event_sinks.append(log_sink.emit)
-            self._closers.append(log_sink.close)
+            self._closers.append(("events", functools.partial(log_sink.close, SINK_CLOSE_TIMEOUT_S),
+                                  lambda: log_sink.finished))
             self.sinks["events"] = log_sink
         if cfg.webhook:
             hook = sinks.WebhookSink(cfg.webhook, metrics=self.metrics, name="webhook")
             self._event_sinks.append(hook.emit)
-            self._closers.append(hook.close)
+            self._closers.append(("webhook", functools.partial(hook.close, SINK_CLOSE_TIMEOUT_S),
+                                  lambda: hook.finished))
             self.sinks["webhook"] = hook
         if cfg.http:
             host, _, port = cfg.http.rpartition(":")
@@ -381,7 +548,9 @@ class Runtime:
                 raise ValueError(f"--http {cfg.http}: expected HOST:PORT, e.g. 127.0.0.1:8080")
             self.server = sinks.StatusServer(host, int(port), token=cfg.token, status_fn=self.status,
                                              metrics=self.metrics, preview_fn=self.preview.get)
-            self._closers.insert(0, self.server.close)
+            server = self.server
+            self._closers.insert(0, ("http", functools.partial(server.close, SINK_CLOSE_TIMEOUT_S),
+                                     lambda: not server.alive))
 
     def start(self) -> "Runtime":
         self.t_start = time.monotonic()
@@ -410,32 +579,50 @@ class Runtime:
                 return False
         return True
 
-    def stop(self) -> None:
-        """Shut down in order (idempotent): readers, streams, batcher, events, sinks."""
+    def stop(self) -> list[str]:
+        """Shut down in order (idempotent): readers, streams, batcher, events, sinks. Returns
+        (and logs, and keeps in :attr:`not_finished`) the name of every thread or sink that did
+        not finish within its timeout (:data:`JOIN_TIMEOUT_S` each, sinks
+        :data:`SINK_CLOSE_TIMEOUT_S`); an empty list is a clean shutdown."""
         if self._stopped:
-            return
+            return list(self.not_finished)
         self._stopped = True
+        left: list[str] = []
         for r in self.readers:
             r.stop()
         for w in self.workers:
             w.stop()
+        deadline = time.monotonic() + JOIN_TIMEOUT_S  # one budget for all streams, not one each
         for w in self.workers:
-            w.join(10.0)
+            w.join(max(0.0, deadline - time.monotonic()))
+            left.extend(w.alive_threads())
         for r in self.readers:
-            r.join(10.0)
+            if not r.join(max(0.0, deadline - time.monotonic())):
+                left.append(f"reader-{r.name}")
         # let the windows already submitted come back, then stop the batcher and events
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and (self.batcher.stats()["queued"] or not self.results.empty()):
+        drain = time.monotonic() + 2.0
+        while time.monotonic() < drain and (self.batcher.stats()["queued"] or not self.results.empty()):
             time.sleep(0.02)
-        self.batcher.close()
+        if not self.batcher.close(JOIN_TIMEOUT_S):
+            left.append("action-batcher")
         self._stop.set()
         if self._events_thread is not None:
-            self._events_thread.join(5.0)
-        for close in self._closers:
+            self._events_thread.join(JOIN_TIMEOUT_S)
+            if self._events_thread.is_alive():
+                left.append("events")
+        for name, close, finished in self._closers:
             try:
                 close()
             except Exception:
-                log.exception("closing a sink failed")
+                log.exception("closing sink %s failed", name)
+            if not finished():
+                left.append(f"sink {name}")
+        self.not_finished = left
+        if left:
+            log.error("shutdown: %d thread(s) or sink(s) did not finish in time: %s", len(left), ", ".join(left))
+        else:
+            log.info("shutdown: every thread and sink finished")
+        return list(left)
 
     def __enter__(self) -> "Runtime":
         return self.start()
@@ -462,8 +649,39 @@ class Runtime:
         """Called by a stream's pose thread: tracks it dropped; the events thread forgets them."""
         try:
             self._forget.put_nowait((stream, track_ids))
-        except queue.Full:  # only per-track label state would linger; count it
+        except queue.Full:  # the events thread is far behind; the stale-key pruning catches these
             self.metrics.counter("posestream_frames_dropped_total", "dropped", stream=stream, stage="forget").inc()
+            log.warning("stream %s: the forget queue is full; %d ended tracks wait for the stale-key pruning",
+                        stream, len(track_ids))
+
+    def _forget_keys(self, stream: str, keys: Sequence[Any]) -> None:
+        """Drop all per-track state of ``keys`` (events thread only); their label counts go to
+        the stream's ended-track totals."""
+        logic = self._event_logic.get(stream)
+        for key in keys:
+            if logic is not None:
+                logic.forget(key)
+            self._last_result.pop((stream, key), None)
+            counts = self._label_counts.pop((stream, key), None)
+            if counts:
+                self._ended_counts[(stream, key)] = counts
+        while len(self._ended_counts) > ENDED_TRACKS_KEPT:
+            (old_stream, _), counts = self._ended_counts.popitem(last=False)
+            older = self._older_label_counts.setdefault(old_stream, {})
+            for label, n in counts.items():
+                older[label] = older.get(label, 0) + n
+        self.labels.forget(stream, keys)
+
+    def _prune_stale(self, now: float) -> None:
+        """The backstop for lost forget messages: keys with no window for STALE_KEY_S."""
+        stale: dict[str, list] = {}
+        limit = max(STALE_KEY_S, 4 * self.config.keep_s)  # never before the tracker itself lets go
+        for (stream, key), t in self._last_result.items():
+            if now - t > limit:
+                stale.setdefault(stream, []).append(key)
+        for stream, keys in stale.items():
+            log.info("stream %s: forgetting %d tracks with no window for %.0f s", stream, len(keys), limit)
+            self._forget_keys(stream, keys)
 
     def _events_loop(self) -> None:
         while not (self._stop.is_set() and self.results.empty()):
@@ -472,11 +690,11 @@ class Runtime:
                     stream, ids = self._forget.get_nowait()
                 except queue.Empty:
                     break
-                logic = self._event_logic.get(stream)
-                for track_id in ids:
-                    if logic is not None:
-                        logic.forget(track_id)
-                self.labels.forget(stream, ids)
+                self._forget_keys(stream, ids)
+            now = time.monotonic()
+            if now >= self._next_prune:
+                self._next_prune = now + STALE_KEY_S / 4
+                self._prune_stale(now)
             try:
                 result = self.results.get(timeout=0.1)
             except queue.Empty:
@@ -502,10 +720,12 @@ class Runtime:
         top = self.engine.class_names[result.label_index] if self.engine.class_names else str(result.label_index)
         seen = self._label_counts.setdefault((result.stream, result.key), {})
         seen[top] = seen.get(top, 0) + 1
+        self._last_result[(result.stream, result.key)] = now
         for event in events:
             record = event.to_dict()
             with self._events_lock:
-                self.events.append(record)
+                self.events.append(record)  # a ring: the oldest falls off
+                self.events_total += 1
             self.metrics.counter("posestream_events_total", "events raised", stream=result.stream,
                                  label=record.get("label", "")).inc()
             for sink in self._event_sinks + self.on_event:
@@ -517,11 +737,27 @@ class Runtime:
     # ------------------------------------------------------------------------------------------
 
     def label_summary(self) -> dict[str, dict[str, dict[str, int]]]:
-        """Per stream, per track (or "scene"): how many windows got each top-1 label."""
+        """Per stream, per track (or "scene"): how many windows got each top-1 label. Tracks
+        that ended more than :data:`ENDED_TRACKS_KEPT` tracks ago are summed under
+        ``"older_tracks"`` (one entry per track ever seen would grow with uptime)."""
         out: dict[str, dict[str, dict[str, int]]] = {}
-        for (stream, key), counts in sorted(self._label_counts.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        every = list(self._ended_counts.items()) + list(self._label_counts.items())
+        for (stream, key), counts in sorted(every, key=lambda kv: (kv[0][0], str(kv[0][1]))):
             out.setdefault(stream, {})[str(key)] = dict(counts)
+        for stream, counts in sorted(self._older_label_counts.items()):
+            out.setdefault(stream, {})["older_tracks"] = dict(counts)
         return out
+
+    def recent_events(self) -> list[dict]:
+        """A copy of the newest events (at most :data:`EVENT_HISTORY`), oldest first."""
+        with self._events_lock:
+            return list(self.events)
+
+    @property
+    def events_dropped(self) -> int:
+        """Events that fell off :attr:`events` (they went to the sinks all the same)."""
+        with self._events_lock:
+            return self.events_total - len(self.events)
 
     def shown_label_counts(self) -> dict[str, dict[str, int]]:
         """Per stream, how many classified windows left each displayed (smoothed, calibrated)
@@ -533,7 +769,8 @@ class Runtime:
                 "engine": self.engine.info(), "batcher": self.batcher.stats(),
                 "streams": [w.status() for w in self.workers],
                 "sinks": {name: sink.stats() for name, sink in self.sinks.items()},
-                "events": len(self.events)}
+                "health": "ok" if all(w.health == "ok" for w in self.workers) else "degraded",
+                "events": self.events_total, "events_kept": len(self.events), "events_dropped": self.events_dropped}
 
 
 # ----------------------------------------------------------------------------------------------

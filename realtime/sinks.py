@@ -51,6 +51,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from posestream.errors import first_line
+from posestream.realtime.frames import to_bgr_uint8
 from posestream.realtime.metrics import Metrics
 
 __all__ = [
@@ -208,6 +209,11 @@ class _QueuedSink:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def finished(self) -> bool:
+        """Whether the sink's thread has run to its end (after close(): drained and finished)."""
+        return self._finished.is_set()
 
     def _qsize(self) -> int:
         return len(self._items)
@@ -380,7 +386,7 @@ class VideoSink(_QueuedSink):
         if self._broken is not None:
             self._frames_failed += 1
             return
-        frame = _as_bgr_uint8(frame)
+        frame = to_bgr_uint8(frame)
         if self._writer is None:
             self._open(frame)
             if self._writer is None:
@@ -435,17 +441,6 @@ class VideoSink(_QueuedSink):
         self._result = self.path
         log.info("%s: %d frames written (%d dropped, %d failed)", self.path, self._frames_written,
                  self.dropped, self._frames_failed)
-
-
-def _as_bgr_uint8(frame: np.ndarray) -> np.ndarray:
-    cv2 = _cv2()
-    if frame.dtype != np.uint8:
-        frame = np.clip(frame, 0, 255).astype(np.uint8)
-    if frame.ndim == 2 or frame.shape[2] == 1:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    if frame.shape[2] == 4:
-        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    return frame
 
 
 def _unlink(path: Path) -> None:
@@ -755,7 +750,7 @@ class PreviewStore:
             self._next_due[stream] = now + self.min_interval_s
         cv2 = _cv2()
         try:
-            image = _as_bgr_uint8(frame_bgr)
+            image = to_bgr_uint8(frame_bgr)
             h, w = image.shape[:2]
             if self.max_width is not None and w > self.max_width:
                 size = (self.max_width, max(1, round(h * self.max_width / w)))
@@ -989,14 +984,26 @@ class StatusServer:
             self._thread.start()
         return self
 
-    def close(self, timeout: float | None = 5.0) -> None:
-        """Stop serving: MJPEG streams end within ~0.1 s, the listening socket is closed."""
+    def close(self, timeout: float | None = 5.0) -> bool:
+        """Stop serving: MJPEG streams end within ~0.1 s, the listening socket is closed. True
+        when the serving thread ended within ``timeout`` (else it is logged, and :attr:`alive`)."""
         self._stopping.set()
+        done = True
         if self._thread is not None:
             self._server.shutdown()  # waits for serve_forever to return (only if it runs)
             self._thread.join(timeout)
-            self._thread = None
+            if self._thread.is_alive():
+                log.error("status server: its thread did not finish within %s s", timeout)
+                done = False
+            else:
+                self._thread = None
         self._server.server_close()
+        return done
+
+    @property
+    def alive(self) -> bool:
+        """Whether the serving thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     def __enter__(self) -> "StatusServer":
         return self.start()

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from posestream.realtime.frames import Frame
+from posestream.realtime.frames import Frame, FrameError, to_bgr_uint8
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -205,9 +205,15 @@ def _parse_url(text: str, scheme: str) -> SourceSpec:
 # Opening captures
 
 
-def _valid_image(image) -> bool:
-    return (isinstance(image, np.ndarray) and image.size > 0 and image.ndim == 3
-            and image.shape[2] == 3 and image.dtype == np.uint8)
+def _usable_frame(image) -> np.ndarray | None:
+    """The frame as BGR uint8 (grey, BGRA and 16-bit frames converted), or None when it is
+    not an image at all (a failed decode, zero-size): the caller counts it as bad."""
+    if image is None:
+        return None
+    try:
+        return to_bgr_uint8(image)
+    except FrameError:
+        return None
 
 
 def _sane_fps(fps: float) -> float | None:
@@ -314,7 +320,7 @@ def probe_source(spec: SourceSpec) -> dict:
             ok, image = source.read()
         finally:
             source.release()
-        if not ok or not _valid_image(image):
+        if not ok or _usable_frame(image) is None:
             raise SourceError(f"{spec.uri}: cannot be decoded as video (OpenCV read no frame)")
         return {"fps": source.nominal_fps, "frame_count": source.frame_count,
                 "width": int(image.shape[1]), "height": int(image.shape[0])}
@@ -412,8 +418,12 @@ class FrameReader:
     max_frames: end after this many frames.
     image_fps: the rate of an image folder (its frames' pts are i / image_fps).
 
-    Counters (``frames_read``, ``frames_dropped``, ``bad_frames``, ``reconnects``,
-    ``open_failures``) and ``last_error`` are written by the reader thread only, ``health``
+    Frames that are grey, BGRA or 16-bit are converted to BGR uint8 (counted as
+    ``frames_converted``); only frames that are no image at all (a failed decode, zero-size)
+    count as bad.
+
+    Counters (``frames_read``, ``frames_dropped``, ``bad_frames``, ``frames_converted``,
+    ``reconnects``, ``open_failures``) and ``last_error`` are written by the reader thread only, ``health``
     also by :meth:`stop` (to "ended"); :meth:`stats` reads a consistent snapshot under a lock.
     """
 
@@ -456,6 +466,7 @@ class FrameReader:
         self._frames_read = 0
         self._frames_dropped = 0
         self._bad_frames = 0
+        self._frames_converted = 0  # grey, BGRA or 16-bit frames made BGR uint8
         self._reconnects = 0
         self._open_failures = 0
         self._nominal_fps: float | None = self._known_rate()
@@ -579,7 +590,8 @@ class FrameReader:
                 "name": self.spec.name, "kind": self.spec.kind, "uri": redact(self.spec.uri),
                 "health": self._health, "last_error": self._last_error,
                 "frames_read": self._frames_read, "frames_dropped": self._frames_dropped,
-                "bad_frames": self._bad_frames, "reconnects": self._reconnects,
+                "bad_frames": self._bad_frames, "frames_converted": self._frames_converted,
+                "reconnects": self._reconnects,
                 "open_failures": self._open_failures, "fps": fps,
                 "nominal_fps": self._nominal_fps,
                 "width": self._size[0] if self._size else None,
@@ -676,6 +688,14 @@ class FrameReader:
             self._drops_unlogged = 0
             self._last_drop_log = now
 
+    def _convert(self, image) -> np.ndarray | None:
+        """A read frame as BGR uint8, counting the ones that needed converting (None: bad)."""
+        usable = _usable_frame(image)
+        if usable is not None and usable is not image:
+            with self._lock:
+                self._frames_converted += 1
+        return usable
+
     def _count_bad_frame(self, consecutive: int) -> None:
         with self._lock:
             self._bad_frames += 1
@@ -731,7 +751,8 @@ class FrameReader:
                 frames_this_pass = 0
                 continue
             position += 1
-            if not _valid_image(image):
+            image = self._convert(image)
+            if image is None:
                 bad_in_a_row += 1
                 self._count_bad_frame(bad_in_a_row)
                 if bad_in_a_row >= MAX_CONSECUTIVE_BAD_FRAMES:
@@ -794,7 +815,8 @@ class FrameReader:
             if not ok:
                 error = f"{self.spec.display}: read failed (stream ended, broke or timed out)"
                 break
-            if not _valid_image(image):
+            image = self._convert(image)
+            if image is None:
                 bad_in_a_row += 1
                 self._count_bad_frame(bad_in_a_row)
                 if bad_in_a_row >= MAX_CONSECUTIVE_BAD_FRAMES:
