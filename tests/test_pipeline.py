@@ -88,7 +88,7 @@ def test_nobody_falls_in_vtest_and_the_event_log_holds_every_event(vtest_run):
     assert {e["kind"] for e in runtime.events} == {"action"} and {e["label"] for e in runtime.events} == {"walking"}
     # one JSON line per event raised, in the order raised (the file exists: the run wrote it)
     logged = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    assert logged == runtime.events
+    assert logged == list(runtime.events)  # a ring (deque) of the kept events
 
 
 def test_annotated_video_and_stage_latencies(vtest_run):
@@ -114,15 +114,15 @@ def test_two_streams_share_one_batcher(vtest):
     config = RunConfig(pace="fast", max_frames=40, events_out=None, max_wait_s=0.5)
     sources = [SourceSpec("file", str(vtest), "a"), SourceSpec("file", str(vtest), "b")]
     runtime = Runtime(sources, config)
-    # The streams of every batch the batcher classifies (its thread calls self.classify).
+    # The streams of every batch the batcher classifies (its thread calls self._classify).
     batch_streams = []
-    classify = runtime.batcher.classify
+    classify = runtime.batcher._classify
 
     def recording_classify(batch):
         batch_streams.append({job.stream for job in batch})
         return classify(batch)
 
-    runtime.batcher.classify = recording_classify
+    runtime.batcher._classify = recording_classify
     with runtime:
         assert runtime.wait(timeout=300)
     assert [w.counts["frames_processed"] for w in runtime.workers] == [40, 40]
