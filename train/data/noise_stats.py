@@ -243,9 +243,10 @@ def track_statistics(tracks: Sequence[dict], fps: float) -> dict:
 
 def random_error(tracks: Sequence[dict]) -> dict:
     """The generator's per-frame random error, the counterpart of a flip test's distance / sqrt(2):
-    ``keypoint - clean`` (``clean``: the exact projection, ``[T, 17, 2]``) less its mean over
-    the track (a clip-wide offset such as the joint convention cancels in a flip test too),
-    in heights, per joint group (median and 90th percentile), joints scored >= 0.3."""
+    ``keypoint - noiseless`` (``noiseless``: where the simulated estimator's convention puts
+    the joints, ``[T, 17, 2]``) less its mean over the track (a constant offset cancels in a
+    flip test too), in heights, per joint group (median and 90th percentile), joints scored
+    >= 0.3."""
     parts = {g: [] for g in GROUPS}
     for tr in tracks:
         kp = np.asarray(tr["keypoint"], dtype=np.float64)
@@ -253,7 +254,7 @@ def random_error(tracks: Sequence[dict]) -> dict:
         present = sc.max(axis=1) > 0
         if present.sum() < 3:
             continue
-        err = kp[present] - np.asarray(tr["clean"], dtype=np.float64)[present]
+        err = kp[present] - np.asarray(tr["noiseless"], dtype=np.float64)[present]
         err -= err.mean(axis=0, keepdims=True)
         d = np.linalg.norm(err, axis=-1) / person_height(kp, present)
         ok = sc[present] >= MIN_SCORE
@@ -270,7 +271,8 @@ def generator_tracks(action: str, count: int, seed: int, *, fps: float, img_shap
     """``count`` of the generator's noisy clips of ``action`` (one person, no occluder, no
     bystander) at a real video's rate and image size, from the given camera kinds, whose
     person height (:func:`person_height`) lies within ``heights`` px: ``keypoint``, ``score``,
-    ``clean`` (the exact projection) and ``height``. Fewer when ``max_tries`` x ``count``
+    ``clean`` (the exact projection), ``noiseless`` (the estimator's convention applied) and
+    ``height``. Fewer when ``max_tries`` x ``count``
     draws do not find them."""
     from posestream.train.data import synthetic as syn
 
@@ -288,6 +290,6 @@ def generator_tracks(action: str, count: int, seed: int, *, fps: float, img_shap
             continue
         height = person_height(kp.astype(np.float64), present)
         if heights[0] <= height <= heights[1]:
-            out.append({"keypoint": kp, "score": sc, "clean": clip["debug"]["clean"][0], "height": height,
-                        "camera": kind})
+            out.append({"keypoint": kp, "score": sc, "clean": clip["debug"]["clean"][0],
+                        "noiseless": clip["debug"]["noiseless"][0], "height": height, "camera": kind})
     return out
