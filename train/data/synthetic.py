@@ -75,7 +75,7 @@ jump away or onto a confusable joint, e.g. the other wrist). Coordinate jitter i
 correlated and its standard deviation, relative to the person's size, is
 ``sigma0 + sigma1 * (1 - score) ** 1.5`` (so it grows as scores drop) plus a floor in pixels,
 and a shared per-frame box jitter. Left/right pairs (whole body, legs, arms or ankles) swap,
-mostly for one frame, more often for small people, in side views and for lying bodies. Track
+mostly for one frame, more often for small people and for lying bodies. Track
 gaps: frames where a person is missing (undetected, more often the smaller, mostly outside the
 frame, or behind the camera) hold zeros in both ``keypoint`` and ``keypoint_score``, as
 PYSKL's pickles store missing persons. The amplitudes, swap and gap rates by person size, the
