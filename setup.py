@@ -57,7 +57,9 @@ setup(
                                # the CUDA rasterizer's source, compiled at run time with NVRTC
                                "kernels/*.cu"],
         # PYSKL-format training configs, runnable by name (posestream train ntu60_xsub_joint).
-        "posestream.train": ["configs/*.py", "configs/label_maps/*.txt"],
+        "posestream.train": ["configs/*.py", "configs/label_maps/*.txt",
+                             # the front end's measured errors the generator's noise model is checked against
+                             "data/front_end_measured.json"],
     },
     extras_require={
         # training, evaluation, torch checkpoints, the torch engines and export. torch is pinned

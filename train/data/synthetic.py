@@ -36,7 +36,7 @@ Actions (:data:`ACTIONS`; ``variant`` names in :data:`VARIANTS`)
 ---------------------------------------------------------------
 ``standing``      idle: sway, weight shifts, looking around, arm postures (arms down, hands
                   clasped, on hips, crossed, behind, in pockets, phone), small turns with steps.
-``walking``       gait cycle (hip/knee/arm phase relations, cadence 0.8-1.05 Hz, speed
+``walking``       gait cycle (hip/knee/arm phase relations, cadence 0.7-1.2 Hz, speed
                   0.5-1.7 m/s from the subject) on a straight or curved path, starting,
                   stopping or turning around within the clip.
 ``running``       the gait with running kinematics (cadence 1.3-1.6 Hz, 2-4.5 m/s, flexed
@@ -73,11 +73,18 @@ persons, horizontal (lying) bodies, joints outside the image (score 0.02-0.3, co
 kept outside), and missed joints (runs of 1-4 frames with score 0.05-0.35 whose coordinates
 jump away or onto a confusable joint, e.g. the other wrist). Coordinate jitter is temporally
 correlated and its standard deviation, relative to the person's size, is
-``sigma0 + sigma1 * (1 - score) ** 1.5`` (so it grows as scores drop), plus a shared
-per-frame box jitter. Left/right pairs (whole body, legs, arms or ankles) swap for a frame or
-two, more often in side views and for lying bodies. Track gaps: frames where a person is
-missing (undetected, mostly outside the frame, or behind the camera) hold zeros in both
-``keypoint`` and ``keypoint_score``, as PYSKL's pickles store missing persons. Optional
+``sigma0 + sigma1 * (1 - score) ** 1.5`` (so it grows as scores drop) plus a floor in pixels,
+and a shared per-frame box jitter. Left/right pairs (whole body, legs, arms or ankles) swap,
+mostly for one frame, more often for small people and for lying bodies. Track
+gaps: frames where a person is missing (undetected, more often the smaller, mostly outside the
+frame, or behind the camera) hold zeros in both ``keypoint`` and ``keypoint_score``, as
+PYSKL's pickles store missing persons. The amplitudes, swap and gap rates by person size, the
+hip/shoulder convention and the ``confident`` score style's shares come from the default front
+end's errors measured on real footage (``benchmarks/front_end_errors.py`` on vtest.avi,
+``train/data/front_end_measured.json``; the comments at ``_SWAP_RATE_70PX`` say which figure
+sets which parameter), and ``tests/test_synthetic.py`` checks the generator against them. Half
+the walking and running clips report the knees and ankles closer together than they are, as
+that front end draws real walkers' legs (``FRONT_END_LEG_SWING``). Optional
 bystanders (a second person, ``M = 2``) stand, walk or sit elsewhere in the scene.
 
 Dataset format
@@ -365,7 +372,11 @@ def sample_subject(rng: np.random.Generator | int | None = None, subject_id: str
     else:
         tempo = 0.8 + 0.45 * age + rng.normal(0.0, 0.08)
         walk_speed = 1.45 - 0.6 * age + rng.normal(0.0, 0.12)
-        cadence = 0.98 - 0.12 * age + rng.normal(0.0, 0.04)
+        # real pedestrians as our front end reports them (vtest.avi at its 10 fps, 42 walking
+        # tracks, benchmarks/front_end_errors.py): stride frequency 0.99 / 1.09 / 1.24 Hz
+        # (25/50/75 %); centred a little higher and wider than before (0.98 -/+ 0.04), still
+        # below running's 1.3 Hz floor
+        cadence = 1.03 - 0.12 * age + rng.normal(0.0, 0.06)
         arm_swing = rng.normal(0.32, 0.08) - 0.1 * age
         stoop = 0.03 + 0.22 * age ** 2 + rng.normal(0.0, 0.04)
     if child:  # short legs: quicker steps for the same speed
@@ -1635,11 +1646,71 @@ _SCORE_OFFSET = np.array([0.04, 0.03, 0.03, -0.03, -0.03, 0.03, 0.03, -0.02, -0.
 _CONFUSED_WITH = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
 _SWAP_GROUPS = {
     "all": ((1, 3, 5, 7, 9, 11, 13, 15), (2, 4, 6, 8, 10, 12, 14, 16)),
+    "upper": ((1, 3, 5, 7, 9), (2, 4, 6, 8, 10)),
     "legs": ((13, 15), (14, 16)),
     "arms": ((7, 9), (8, 10)),
     "ankles": ((15,), (16,)),
     "wrists": ((9,), (10,)),
 }
+
+# The default front end's errors measured on real footage set the noise model's parameters
+# below: ``benchmarks/front_end_errors.py`` on all of vtest.avi (795 frames, 44 tracks, people
+# 54-81 px tall (10-90 %), every 5th frame also mirrored), figures in
+# ``train/data/front_end_measured.json`` (``tests/test_synthetic.py`` checks the generator
+# against them). Sizes there are the skeleton's vertical extent in pixels; the generator applies
+# them to the person's larger image extent (the same for upright people).
+#
+# Per-frame probability of a left/right swap event, by group, for a person 70 px tall (the
+# measured swap rates of all 44 tracks (mostly 54-81 px): shoulders 2.0 %, hips 1.1 %, arms
+# 1.6 %, legs 3.5 % of frames. A whole-body swap shows in all four: its rate is about the hips';
+# the shoulders' and arms' excess is the upper body alone, the legs' excess legs or ankles.
+# The rates are what the benchmark's swap detector, run on the generator, finds at the
+# measured level: it misses some two-frame swaps.)
+_SWAP_RATE_70PX = {"all": 0.012, "upper": 0.008, "legs": 0.019, "arms": 0.0, "ankles": 0.006, "wrists": 0.002}
+# ... falling with size: the legs' rate is 6.0 % at 54 px, 3.3 % at 70, 1.3 % at 95 and none in
+# the few tracks above 120 px (an exponential with a 28 px scale fits all three); the flip test
+# (mirrored frame against the frame) agrees: 5.7 % / 2.8 % / 1.0 % / 0 crossed pairs.
+_SWAP_SIZE_SCALE_PX = 28.0
+# Track gaps (the person not found in a frame inside the track): 14.6 % of the frames at
+# < 60 px, 8.5 % at 60-80, 5.5 % at 80-120, 1.8 % above: 8.5 % at 70 px (0.097 is the rate
+# whose overlapping runs leave 8.5 % of the frames empty), falling with a 40 px scale.
+_GAP_70PX, _GAP_SIZE_SCALE_PX = 0.097, 40.0
+# Coordinate noise: the flip test's median distance / sqrt(2) (the random part of one
+# estimate) is 0.010 (face) - 0.015 (arms) of the person's height at ~70 px, about 0.7-1 px;
+# the still people's frame-to-frame second differences are 0.9-1.3 % of their height. Half
+# the noise of the earlier model (0.02 at these sizes), with a floor in pixels (the measured
+# second differences are ~1.2-1.3 px on the face whether people are 55, 70 or 95 px tall).
+_JITTER_FLOOR_PX = 0.2
+_SIGMA0 = (0.001, 0.003)     # of the person's size, for a sure joint
+_SIGMA1 = (0.02, 0.04)       # more, times (1 - score) ** 1.5, for an unsure one
+_BOX_JITTER = 0.002          # the shared per-frame shift (the detector box moving), of the size
+_SCALE_JITTER = 0.005        # the shared per-frame scale change
+
+
+# Real walkers' legs, as our front end reports them, are drawn much closer together than the
+# generator's gait puts them: on vtest.avi (42 walking tracks, people 54-81 px tall) the
+# ankles are 0.16 body heights apart (median) and the knees bend 33 degrees (90th
+# percentile), against 0.34 and 73 for the earlier generator's walkers at the same sizes and
+# camera heights (0.39 and 110 running), for about the same travel per gait cycle (0.64
+# against 0.61 heights): the front end draws about half of the legs' excursion. BlazePose and
+# MoveNet agree (MoveNet draws the ankles even closer, 0.08), and it is no small-size effect:
+# the same people shrunk to 0.6 x keep 0.97 of their ankle spread (benchmarks/
+# front_end_errors.py, "Shrunk"). So for half the gaits (walking and running alike, so that it
+# is no cue between them) the reported knees and ankles are pulled toward their left/right
+# midpoint, keeping 25-60 % of their separation, and each knee toward its hip-ankle line by
+# as much (generate_clip draws it; estimator_noise's ``leg_swing``), the 3D motion untouched
+# (its feet stay planted).
+FRONT_END_LEG_SWING = (0.25, 0.6)
+FRONT_END_LEG_SWING_SHARE = 0.5
+_KNEES_ANKLES = ((_LKNE, _RKNE), (_LANK, _RANK))
+
+
+def _size_rate(size: np.ndarray, at_70px: float, scale_px: float, lo: float = 0.05, hi: float = 3.0) -> np.ndarray:
+    """A per-frame rate measured at 70 px, for people of ``size`` px, falling exponentially
+    with size (``scale_px``); the factor kept within [lo, hi]."""
+    return at_70px * np.clip(np.exp(-(np.asarray(size, dtype=np.float64) - 70.0) / scale_px), lo, hi)
+
+
 _UPPER = np.array([1, 3, 5, 7, 9])
 _LOWER = np.array([11, 13, 15])
 
@@ -1666,11 +1737,17 @@ def _runs(rng: np.random.Generator, shape: tuple[int, int], rate: float, max_len
 #: heatmap estimator's, e.g. HRNet: dropping smoothly with occlusion, size and lying),
 #: ``confident`` (as posestream's own BlazePose front end reports them on real footage: the
 #: face, shoulders and hips 0.95-1 nearly always, the limbs either sure or, when occluded,
-#: low: bimodal; measured on vtest.avi, see docs/pose_errors.md), ``flat`` (1 for every joint
+#: low: bimodal; measured on vtest.avi, see front_end_measured.json), ``flat`` (1 for every joint
 #: in the image: annotation-like) and ``low`` (an unsure estimator: 0.3-0.7).
 SCORE_STYLES = ("estimator", "confident", "flat", "low")
 _SCORE_STYLE_WEIGHTS = (0.35, 0.42, 0.1, 0.13)
 _TORSO_AND_FACE = np.array([0, 1, 2, 3, 4, 5, 6, 11, 12])
+_LEGS = np.array([_LKNE, _RKNE, _LANK, _RANK])
+# The confident style's thresholds for the arms and legs (of the underlying score), chosen so
+# that, for people the size of vtest.avi's, the arms and legs score below 0.3 as often as the
+# real front end's do there (front_end_measured.json -> score: arms 25 %, legs 1.4 %).
+_CONFIDENT_ARM_THRESHOLD = (0.62, 0.74)
+_CONFIDENT_LEG_THRESHOLD = (0.3, 0.42)
 #: What hides part of a person (:func:`estimator_noise`): a ``table`` (or a sofa back, a bed
 #: end) in front of the lower body, or a ``side`` occluder (a door frame, another person).
 OCCLUDERS = ("table", "side")
@@ -1693,38 +1770,57 @@ def _occlusion_mask(rng: np.random.Generator, uv: np.ndarray, kind: str) -> np.n
     return uv[..., 0] > x1 - cut
 
 
+#: Where BlazePose (the default front end) puts the hips and shoulders against MoveNet, a
+#: COCO-trained estimator, on the same people (``benchmarks/front_end_errors.py`` on vtest.avi,
+#: 44 tracks: the per-track medians' median and spread, ``front_end_measured.json`` ->
+#: ``blazepose_vs_movenet.convention_per_track``): mid-hip shifted along the trunk by -4.6 % of
+#: its length (toward the feet; per-track IQR -7.4..-1.5 %), hip width x 1.02 (IQR 0.90-1.11),
+#: mid-shoulder -0.4 % (IQR -2.8..+1.4 %), shoulder width x 1.11 (IQR 1.02-1.25). (mean,
+#: standard deviation = IQR / 1.35) of each. (The earlier model had BlazePose's hips 0-12 %
+#: higher and up to 25 % wider: the measurement says lower and as wide.)
+BLAZEPOSE_CONVENTION = {"hip_up": (-0.046, 0.044), "hip_width": (1.02, 0.15),
+                        "shoulder_up": (-0.004, 0.031), "shoulder_width": (1.11, 0.17)}
+
+
 def _joint_convention(rng: np.random.Generator, uv: np.ndarray) -> np.ndarray:
     """Image joints ``[T, V, 2]`` with one clip-wide systematic offset of the hips and the
-    shoulders along and across the trunk (in trunk lengths / hip and shoulder widths): up
-    to 12 % of the trunk toward the shoulders and 25 % wider for the hips, +-5 % for the
-    shoulders; half the clips keep the anatomical joint centres."""
+    shoulders along the trunk (in trunk lengths) and of their widths, drawn from the measured
+    BlazePose-vs-MoveNet offsets (:data:`BLAZEPOSE_CONVENTION`) for half the clips; the other
+    half keep the joint centres as they are (a COCO-trained estimator's convention)."""
     if rng.random() < 0.5:
         return uv.copy()
     out = uv.copy()
     hips, shoulders = uv[:, [_LHIP, _RHIP]].mean(1), uv[:, [_LSHO, _RSHO]].mean(1)
     trunk = shoulders - hips  # [T, 2]
-    hip_up, hip_wide = rng.uniform(0.0, 0.12), rng.uniform(-0.05, 0.25)
-    sh_down, sh_wide = rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)
-    for (left, right), along, wide in (((_LHIP, _RHIP), hip_up, hip_wide), ((_LSHO, _RSHO), -sh_down, sh_wide)):
+    draw = {k: rng.normal(mean, sd) for k, (mean, sd) in BLAZEPOSE_CONVENTION.items()}
+    hip_up = float(np.clip(draw["hip_up"], -0.15, 0.1))
+    sh_up = float(np.clip(draw["shoulder_up"], -0.1, 0.1))
+    hip_wide = float(np.clip(draw["hip_width"], 0.7, 1.4))
+    sh_wide = float(np.clip(draw["shoulder_width"], 0.75, 1.5))
+    for (left, right), along, wide in (((_LHIP, _RHIP), hip_up, hip_wide), ((_LSHO, _RSHO), sh_up, sh_wide)):
         mid = uv[:, [left, right]].mean(1)
         half = uv[:, left] - mid
-        out[:, left] = mid + trunk * along + half * (1.0 + wide)
-        out[:, right] = mid + trunk * along - half * (1.0 + wide)
+        out[:, left] = mid + trunk * along + half * wide
+        out[:, right] = mid + trunk * along - half * wide
     return out
 
 
 def estimator_noise(rng: np.random.Generator, joints: np.ndarray, cam: Camera,
                     quality: float | None = None, *, score_style: str | None = None,
-                    occluder: str | None = None, jitter: float = 1.0) -> tuple[np.ndarray, np.ndarray, dict]:
+                    occluder: str | None = None, jitter: float = 1.0,
+                    leg_swing: float = 1.0) -> tuple[np.ndarray, np.ndarray, dict]:
     """What a top-down pose estimator reports for one person.
 
     ``joints``: world joints ``[T, 17, 3]``. ``score_style``: one of :data:`SCORE_STYLES`
     (default drawn). ``occluder``: None or one of :data:`OCCLUDERS` (hidden joints get low
     scores and an estimator's guess for a position). Returns ``keypoint [T, 17, 2]`` (float32
     pixels), ``keypoint_score [T, 17]`` (float32, zeros in frames where the person is missing)
-    and a dict of intermediate arrays (``clean`` projection, ``present`` frames, ``sigma``
+    and a dict of intermediate arrays (``clean`` projection, ``noiseless``: where this
+    estimator's convention puts the joints before any noise, ``present`` frames, ``sigma``
     jitter, ``hidden`` joints). ``jitter`` scales the coordinate jitter (0.15 for a person
-    held still, photo-like).
+    held still, photo-like). ``leg_swing`` < 1 reports the knees and the ankles that much
+    closer to their left/right midpoint (how the front end draws a gait's legs:
+    :data:`FRONT_END_LEG_SWING`).
     """
     h, w = cam.img_shape
     t_len, v_len = joints.shape[:2]
@@ -1779,15 +1875,26 @@ def estimator_noise(rng: np.random.Generator, joints: np.ndarray, cam: Camera,
     score = np.clip(score, 0.01, 1.0)  # a present person's joints all have a score > 0
 
     # where an estimator puts the hips and shoulders is a convention of its training data:
-    # BlazePose's hips sit higher and wider than COCO's annotated ones (docs/pose_errors.md)
+    # BlazePose's hips sit lower than a COCO-trained estimator's (BLAZEPOSE_CONVENTION)
     kp = _joint_convention(rng, uv)
-    # coordinates: correlated jitter growing as the score drops, box jitter, misses
-    sigma0, sigma1 = rng.uniform(0.004, 0.012), rng.uniform(0.06, 0.12)
-    sigma = jitter * size[:, None] * (sigma0 + sigma1 * (1.0 - score) ** 1.5)
+    if leg_swing < 1.0:  # the legs drawn closer together and straighter (FRONT_END_LEG_SWING)
+        for left, right in _KNEES_ANKLES:
+            mid = 0.5 * (kp[:, left] + kp[:, right])
+            kp[:, left], kp[:, right] = mid + leg_swing * (kp[:, left] - mid), mid + leg_swing * (kp[:, right] - mid)
+        for hip, knee, ankle in ((_LHIP, _LKNE, _LANK), (_RHIP, _RKNE, _RANK)):
+            axis = kp[:, ankle] - kp[:, hip]
+            along = ((kp[:, knee] - kp[:, hip]) * axis).sum(-1, keepdims=True) / ((axis * axis).sum(-1, keepdims=True) + 1e-9)
+            on_line = kp[:, hip] + along * axis
+            kp[:, knee] = on_line + leg_swing * (kp[:, knee] - on_line)
+    noiseless = kp.copy()
+    # coordinates: correlated jitter growing as the score drops, box jitter, misses (the
+    # parameters' sources: the comments at _JITTER_FLOOR_PX)
+    sigma0, sigma1 = rng.uniform(*_SIGMA0), rng.uniform(*_SIGMA1)
+    sigma = jitter * (_JITTER_FLOOR_PX + size[:, None] * (sigma0 + sigma1 * (1.0 - score) ** 1.5))
     kp = kp + _smooth_noise(rng, (t_len, v_len, 2), rng.uniform(0.2, 0.7)) * sigma[..., None]
-    kp += (_smooth_noise(rng, (t_len, 1, 2), 0.8) * 0.006 * size[:, None, None])
+    kp += (_smooth_noise(rng, (t_len, 1, 2), 0.8) * _BOX_JITTER * size[:, None, None])
     center = uv.mean(axis=1, keepdims=True)
-    kp += (kp - center) * (0.015 * _smooth_noise(rng, (t_len, 1, 1), 0.8))
+    kp += (kp - center) * (_SCALE_JITTER * _smooth_noise(rng, (t_len, 1, 1), 0.8))
     if hidden.any():  # an estimator's guess for what it cannot see: near, or far off
         guess = rng.standard_normal((1, v_len, 2)) * rng.uniform(0.03, 0.25) * size[:, None, None]
         kp = np.where(hidden[..., None], kp + guess + _smooth_noise(rng, (t_len, v_len, 2), 0.7)
@@ -1797,37 +1904,46 @@ def estimator_noise(rng: np.random.Generator, joints: np.ndarray, cam: Camera,
         away = rng.standard_normal((1, v_len, 2)) * rng.uniform(0.05, 0.25) * size[:, None, None]
         moved = np.where(snap[..., None], kp[:, _CONFUSED_WITH], kp + away)
         kp = np.where(miss[..., None], moved, kp)
-    # left/right swaps for a frame or two
-    sideways = 1.0 - np.abs(face_left[:, [5, 11]]).mean(-1)
-    rate = rng.uniform(0.0, 0.012) * (1.0 + 2.0 * sideways + 3.0 * horiz)
-    events = np.flatnonzero(rng.random(t_len) < rate)
+    # left/right swaps, mostly for one frame: the measured rates at 70 px, more for smaller
+    # people and for lying bodies (an assumption: nobody lies in the footage). Not more in
+    # side views, as the earlier model had it: the footage, people of every orientation, shows
+    # no such dependence to set it, and swaps of pairs that overlap in the image are the ones
+    # no measurement can see
+    view = 1.0 + 3.0 * horiz
     swapped = np.zeros(t_len, dtype=bool)
-    names = tuple(_SWAP_GROUPS)
-    for ti in events:
-        left, right = _SWAP_GROUPS[names[int(rng.choice(len(names), p=[0.3, 0.3, 0.15, 0.15, 0.1]))]]
-        span = slice(ti, min(t_len, ti + int(rng.integers(1, 3))))
-        l, r = list(left), list(right)
-        kp[span, l + r] = kp[span, r + l]
-        score[span, l + r] = score[span, r + l] * 0.9
-        swapped[span] = True
+    for name, at_70px in _SWAP_RATE_70PX.items():
+        if at_70px <= 0:
+            continue
+        rate = _size_rate(size, at_70px, _SWAP_SIZE_SCALE_PX) * view
+        left, right = (list(side) for side in _SWAP_GROUPS[name])
+        for ti in np.flatnonzero(rng.random(t_len) < rate):
+            span = slice(ti, min(t_len, ti + (1 if rng.random() < 0.8 else 2)))
+            kp[span, left + right] = kp[span, right + left]
+            score[span, left + right] = score[span, right + left] * 0.9
+            swapped[span] = True
     if rng.random() < 0.3:  # estimators that keep keypoints inside the (padded) image
         kp[..., 0] = np.clip(kp[..., 0], -0.02 * w, 1.02 * w - 1)
         kp[..., 1] = np.clip(kp[..., 1], -0.02 * h, 1.02 * h - 1)
 
     # track gaps: undetected or mostly outside the frame or behind the camera
     present = (inside.mean(axis=1) >= 0.35) & (size >= 16.0) & (depth.min(axis=1) > 0.2)
-    if rng.random() < 0.25:
-        for _ in range(int(rng.integers(1, 4))):
-            g0 = int(rng.integers(0, t_len))
-            present[g0:g0 + int(rng.integers(1, 7))] = False
+    # missed in a frame: the measured gap share for the person's size (_GAP_70PX), in runs of
+    # 1-4 frames (2.5 on average)
+    gap_rate = _size_rate(float(np.median(size)), _GAP_70PX, _GAP_SIZE_SCALE_PX) / 2.5
+    present &= ~_runs(rng, (t_len, 1), float(gap_rate), 4)[:, 0]
     lost = _runs(rng, (t_len, 1), 0.01 * horiz.mean() * (cam.kind == "level"), 5)[:, 0]
     present &= ~lost
     # the front end's score style, once the coordinates (which the estimator's own confidence
     # shaped) are made
     if score_style == "confident":  # BlazePose-like: sure of the trunk, bimodal on the limbs
-        sure = 1.0 / (1.0 + np.exp(-(score - rng.uniform(0.5, 0.65)) / 0.05))
-        sure[:, _TORSO_AND_FACE] = np.maximum(sure[:, _TORSO_AND_FACE], 0.97)
-        confident = np.clip(sure * (0.985 + 0.012 * _smooth_noise(rng, (t_len, v_len), 0.6)), 0.01, 1.0)
+        # a joint is unsure below a threshold of the underlying score, by group: where the
+        # measured shares below 0.3 (arms 25 %, legs 1.4 %, face and trunk 0.1 %) come out
+        threshold = np.full(v_len, rng.uniform(0.5, 0.65))
+        threshold[list(_ARMS)] = rng.uniform(*_CONFIDENT_ARM_THRESHOLD)
+        threshold[list(_LEGS)] = rng.uniform(*_CONFIDENT_LEG_THRESHOLD)
+        sure = 1.0 / (1.0 + np.exp(-(score - threshold) / 0.05))
+        sure[:, _TORSO_AND_FACE] = np.maximum(sure[:, _TORSO_AND_FACE], 0.985)
+        confident = np.clip(sure * (0.995 + 0.006 * _smooth_noise(rng, (t_len, v_len), 0.6)), 0.01, 1.0)
         score = np.where(inside & ~hidden, confident, score)
     elif score_style == "flat":
         score = np.where(inside & ~hidden, 1.0, np.minimum(score, 0.3))
@@ -1835,7 +1951,7 @@ def estimator_noise(rng: np.random.Generator, joints: np.ndarray, cam: Camera,
         score = np.clip(score * rng.uniform(0.45, 0.75), 0.01, 1.0)
     kp = np.where(present[:, None, None], kp, 0.0)
     score = np.where(present[:, None], score, 0.0)
-    info = {"clean": uv, "present": present, "sigma": sigma, "inside": inside, "swapped": swapped,
+    info = {"clean": uv, "noiseless": noiseless, "present": present, "sigma": sigma, "inside": inside, "swapped": swapped,
             "missed": miss, "hidden": hidden, "score_style": score_style}
     return kp.astype(np.float32), score.astype(np.float32), info
 
@@ -1917,8 +2033,9 @@ def generate_clip(action: str | int, rng: np.random.Generator | int | None = Non
     squatting) is held perfectly still with little jitter, as a photo's skeleton repeated.
     ``bystander``: True, False, or the probability of a second person.
     ``noise=False`` gives the exact projection with visibility-only scores. ``debug=True``
-    adds ``clip["debug"]``: world joints ``[M, T, 17, 3]``, the clean projection, present
-    frames, jitter sigma and the camera's parameters (numpy arrays; not for saving).
+    adds ``clip["debug"]``: world joints ``[M, T, 17, 3]``, the clean projection, the
+    estimator's noiseless joints (its hip/shoulder convention applied), present frames,
+    jitter sigma and the camera's parameters (numpy arrays; not for saving).
 
     Besides the PYSKL fields the clip carries its ``timeline`` (``(label, start_s, end_s)``
     tuples: what the actor does when, :func:`clip_timeline`) and its ``families`` (the body,
@@ -1988,24 +2105,28 @@ def generate_clip(action: str | int, rng: np.random.Generator | int | None = Non
     m_len = len(people)
     keypoint = np.zeros((m_len, t_len, NUM_KEYPOINTS, 2), dtype=np.float32)
     score = np.zeros((m_len, t_len, NUM_KEYPOINTS), dtype=np.float32)
-    dbg = {"joints3d": np.stack(people).astype(np.float32), "clean": [], "present": [], "sigma": []}
+    dbg = {"joints3d": np.stack(people).astype(np.float32), "clean": [], "noiseless": [], "present": [], "sigma": []}
     if occluder is None or isinstance(occluder, str):
         occlusion = occluder
     else:
         occlusion = ("table" if rng.random() < 0.75 else "side") if rng.random() < float(occluder) else None
+    gait = action in ("walking", "running") and rng.random() < FRONT_END_LEG_SWING_SHARE
+    leg_swing = float(rng.uniform(*FRONT_END_LEG_SWING)) if gait else 1.0
     for i, joints in enumerate(people):
         if noise:
             kp, sc, info = estimator_noise(rng, joints, cam, score_style=score_style,
                                            occluder=occlusion if i == 0 else None,
-                                           jitter=0.15 if held_still and i == 0 else 1.0)
+                                           jitter=0.15 if held_still and i == 0 else 1.0,
+                                           leg_swing=leg_swing if i == 0 else 1.0)
         else:
             uv, depth = cam.project(joints)
             h, w = cam.img_shape
             inside = (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h) & (depth > 0.2)
             kp, sc = uv.astype(np.float32), np.where(inside, 1.0, 0.1).astype(np.float32)
-            info = {"clean": uv, "present": np.ones(t_len, dtype=bool), "sigma": np.zeros((t_len, NUM_KEYPOINTS))}
+            info = {"clean": uv, "noiseless": uv, "present": np.ones(t_len, dtype=bool),
+                    "sigma": np.zeros((t_len, NUM_KEYPOINTS))}
         keypoint[i], score[i] = kp, sc
-        for k in ("clean", "present", "sigma"):
+        for k in ("clean", "noiseless", "present", "sigma"):
             dbg[k].append(info[k])
 
     h, w = cam.img_shape
@@ -2041,6 +2162,7 @@ def generate_clip(action: str | int, rng: np.random.Generator | int | None = Non
         clip["debug"] = {
             "joints3d": dbg["joints3d"],
             "clean": np.stack(dbg["clean"]).astype(np.float32),
+            "noiseless": np.stack(dbg["noiseless"]).astype(np.float32),
             "present": np.stack(dbg["present"]),
             "sigma": np.stack(dbg["sigma"]).astype(np.float32),
             "camera_position": cam.position.copy(),
