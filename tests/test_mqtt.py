@@ -1,13 +1,34 @@
-"""The MQTT sink (realtime/mqtt.py): its URLs, topic names, and its outbox without a broker."""
+"""The MQTT sink (realtime/mqtt.py) against a real broker: Debian's ``mosquitto``, started by the
+test on a free loopback port and killed by its PID. A real Runtime (or a ``posestream run``
+process) on real footage (vtest.avi) publishes; a paho subscriber checks what arrives.
+
+The broker tests skip when ``mosquitto`` is not installed (``sh tests/setup_services.sh``
+installs it), and fail instead when ``POSESTREAM_REQUIRE_SERVICES=1`` (as on CI)."""
+import json
+import os
+import secrets
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
+from posestream.realtime.config import RunConfig
 from posestream.realtime.metrics import Metrics
 from posestream.realtime.mqtt import MqttSink, parse_mqtt_url, topic_level
+from posestream.realtime.pipeline import Runtime
 from posestream.realtime.sinks import SinkError
+from posestream.realtime.sources import SourceSpec
+
+HERE = Path(__file__).resolve().parent
+VTEST = HERE / ".media" / "vtest.avi"
+WALKING = {"label": "walking", "min_score": 0.0, "min_duration_s": 0.0}
 
 
 def free_port() -> int:
@@ -68,6 +89,20 @@ def test_stream_names_are_one_topic_level_and_decode_back():
     assert len(set(levels)) == len(levels)  # no two streams share a topic
 
 
+def test_bad_mqtt_url_on_the_command_line_is_one_line(tmp_path):
+    video = tmp_path / "x.avi"
+    video.write_bytes(b"")  # never opened: the URL is checked first
+    done = subprocess.run([sys.executable, "-m", "posestream", "run", str(VTEST if VTEST.is_file() else video),
+                           "--mqtt", "mqtt://me:hunter2@127.0.0.1:1883/a/+"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "hunter2" not in done.stderr
+    assert "mqtt://***@127.0.0.1:1883/a/+" in done.stderr and "wildcards" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "posestream", "run", str(video), "--mqtt-discovery"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "needs mqtt" in done.stderr
+
+
 def test_without_a_broker_the_outbox_is_bounded_and_every_drop_counted(caplog):
     """Nothing listens on the port: every attempt is refused and counted, the backoff doubles,
     the outbox keeps queue_size messages and drops (and counts) the rest; close() counts
@@ -95,3 +130,234 @@ def test_without_a_broker_the_outbox_is_bounded_and_every_drop_counted(caplog):
     assert 'posestream_sink_dropped_total{sink="mqtt"} 26' in text
     assert f'posestream_mqtt_connect_failures_total{{sink="mqtt"}} {stats["connect_failures"]}' in text
     assert any("cannot connect" in r.getMessage() for r in caplog.records)
+
+
+# --- a real broker --------------------------------------------------------------------------------
+
+
+def _mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.access(p, os.X_OK)), None)
+
+
+@pytest.fixture(scope="module")
+def mosquitto_binary() -> str:
+    """The broker binary; skips when it is missing, or fails when CI said it must be there
+    (POSESTREAM_REQUIRE_SERVICES=1)."""
+    binary = _mosquitto()
+    if binary is None:
+        why = "mosquitto is not installed: run tests/setup_services.sh"
+        if os.environ.get("POSESTREAM_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"POSESTREAM_REQUIRE_SERVICES=1 but {why}")
+        pytest.skip(why)
+    return binary
+
+
+class Broker:
+    """``mosquitto -p PORT`` (loopback only, anonymous: its default without a config file),
+    started and killed by PID; restartable on the same port."""
+
+    def __init__(self, binary: str, port: int, log_path: Path):
+        self.binary, self.port, self.log_path = binary, port, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([self.binary, "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited ({self.proc.returncode}): {self.log_path.read_text()[-500:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log_path.read_text()[-500:]}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+
+@pytest.fixture
+def broker(mosquitto_binary, tmp_path):
+    b = Broker(mosquitto_binary, free_port(), tmp_path / "mosquitto.log")
+    b.start()
+    yield b
+    b.kill()
+
+
+class Subscriber:
+    """A paho client subscribed (QoS 1) to ``topics`` before the test publishes anything; it
+    keeps every message (topic, payload, retain flag)."""
+
+    def __init__(self, port: int, topics=("#",)):
+        import paho.mqtt.client as paho
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-{secrets.token_hex(4)}")
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe([(t, 1) for t in topics])
+        self.client.loop_start()
+        assert subscribed.wait(5), "no SUBACK"
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def on(self, topic: str) -> list[tuple[bytes, bool]]:
+        with self._lock:
+            return [(p, r) for t, p, r in self.messages if t == topic]
+
+    def json_on(self, topic: str) -> list[dict]:
+        return [json.loads(p) for p, _ in self.on(topic)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def vtest() -> Path:
+    if not VTEST.is_file():
+        pytest.skip(f"{VTEST} is missing: run tests/get_media.sh first")
+    return VTEST
+
+
+def test_a_run_publishes_events_label_changes_availability_and_discovery(broker, vtest):
+    """40 frames of vtest.avi through the real pipeline, a walking rule so that there are events,
+    a stream name with every character MQTT gives a meaning to."""
+    stream = "cam/1+#"
+    level = "cam%2F1%2B%23"
+    sub = Subscriber(broker.port)
+    config = RunConfig(pace="fast", max_frames=40, events_out=None, mqtt=f"mqtt://127.0.0.1:{broker.port}/ps/test",
+                       mqtt_discovery=True, action_events=[WALKING])
+    heard: list[dict] = []  # what the runtime's label-change hook gave its listeners
+    runtime = Runtime([SourceSpec("file", str(vtest), stream)], config, on_label_change=[heard.append])
+    try:
+        runtime.start()
+        assert runtime.wait(timeout=300), "the run did not finish"
+        assert wait_until(lambda: sub.on("ps/test/status"), 5)
+        status_during = runtime.status()["sinks"]["mqtt"]
+    finally:
+        assert runtime.stop() == []
+    sink = runtime.sinks["mqtt"]
+    stats = sink.stats()
+    events = runtime.recent_events()
+    assert events, "no walking event: nothing to check"
+    assert wait_until(lambda: len(sub.on(f"ps/test/{level}/event")) >= len(events), 5)
+    # every event, in order, as the event log writes it; nothing on any other stream topic
+    assert sub.json_on(f"ps/test/{level}/event") == events
+    topics = {t for t, _, _ in sub.messages}
+    discovery = {t for t in topics if t.startswith("homeassistant/")}
+    assert topics - discovery == {"ps/test/status", f"ps/test/{level}/event", f"ps/test/{level}/labels"}
+    assert len(discovery) == 1
+    # label changes: one message per change, so consecutive ones of a track differ
+    changes = sub.json_on(f"ps/test/{level}/labels")
+    assert changes, "no label change published"
+    assert changes == heard  # every change the hook saw, in order
+    last: dict = {}
+    for change in changes:
+        assert set(change) == {"stream", "track_id", "label", "score", "time", "ts", "frame_index"}
+        assert change["stream"] == stream and isinstance(change["frame_index"], int)
+        assert change["label"] in runtime.engine.class_names or (change["label"] is None and change["score"] is None)
+        assert last.get(change["track_id"], "-") != change["label"]
+        last[change["track_id"]] = change["label"]
+    # availability: online while running, offline after the clean stop; both retained
+    assert [p for p, _ in sub.on("ps/test/status")] == [b"online", b"offline"]
+    late = Subscriber(broker.port, ["ps/test/status", "homeassistant/#"])
+    try:
+        assert wait_until(lambda: late.on("ps/test/status"), 5)
+        assert late.on("ps/test/status") == [(b"offline", True)]
+        # Home Assistant discovery: a retained binary sensor per stream
+        configs = [(t, json.loads(p), r) for t, p, r in late.messages if t.startswith("homeassistant/")]
+    finally:
+        late.close()
+    assert len(configs) == 1
+    topic, ha, retained = configs[0]
+    assert retained and topic == f"homeassistant/binary_sensor/{ha['unique_id']}/config"
+    assert set(ha["unique_id"]) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+    assert ha["state_topic"] == f"ps/test/{level}/fall" and ha["availability_topic"] == "ps/test/status"
+    assert (ha["payload_on"], ha["payload_available"], ha["payload_not_available"]) == ("ON", "online", "offline")
+    # the counts agree with what arrived; /status and /metrics show them
+    assert stats["events_published"] == len(events) and stats["labels_published"] == len(changes)
+    assert stats["dropped"] == 0 and stats["reconnects"] == 0 and status_during["connected"] is True
+    assert status_during["url"] == f"mqtt://127.0.0.1:{broker.port}/ps/test"
+    text = runtime.metrics.render_prometheus()
+    assert f'posestream_mqtt_published_total{{sink="mqtt"}} {len(events) + len(changes)}' in text
+    sub.close()
+
+
+def test_the_last_will_says_offline_when_the_process_is_killed(broker, vtest):
+    sub = Subscriber(broker.port)
+    proc = subprocess.Popen([sys.executable, "-m", "posestream", "run", str(vtest), "--events", "-",
+                             "--mqtt", f"mqtt://127.0.0.1:{broker.port}/will"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: sub.on("will/status") or proc.poll() is not None, 120), "never online"
+        assert proc.poll() is None, proc.stderr.read()
+        assert sub.on("will/status") == [(b"online", False)]
+        # a label change shows the run is publishing, not just connected
+        assert wait_until(lambda: sub.on("will/vtest/labels"), 60)
+        os.kill(proc.pid, signal.SIGKILL)  # no clean stop: only the broker can say offline now
+        proc.wait(timeout=10)
+        assert wait_until(lambda: len(sub.on("will/status")) == 2, 10), "the will was not published"
+        assert sub.on("will/status")[1][0] == b"offline"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        proc.stderr.close()
+        sub.close()
+    late = Subscriber(broker.port, ["will/status"])
+    try:
+        assert wait_until(lambda: late.on("will/status"), 5)
+        assert late.on("will/status") == [(b"offline", True)]  # the will is retained
+    finally:
+        late.close()
+
+
+def test_the_run_goes_on_through_a_broker_restart(broker, vtest, caplog):
+    """Kill the broker mid-run and start it again on the same port: frames keep being
+    processed meanwhile, the sink reconnects (counted, logged), events raised after the restart
+    arrive, and no event is lost: the ones raised during the outage wait in the outbox."""
+    sub = Subscriber(broker.port)
+    config = RunConfig(events_out=None, mqtt=f"mqtt://127.0.0.1:{broker.port}/r", action_events=[WALKING])
+    runtime = Runtime([SourceSpec("file", str(vtest), "vtest")], config)  # paced at 10 fps: 80 s of video
+    worker, sink = runtime.workers[0], None
+    try:
+        runtime.start()
+        sink = runtime.sinks["mqtt"]
+        assert wait_until(lambda: sub.on("r/vtest/event"), 120), "no event before the restart"
+        broker.kill()
+        assert wait_until(lambda: not sink.connected, 10)
+        sub.close()
+        before = worker.counts["frames_processed"]
+        time.sleep(2.0)
+        assert worker.counts["frames_processed"] > before, "the run stalled without its broker"
+        assert sink.stats()["connect_failures"] >= 1
+        broker.start()
+        after = Subscriber(broker.port)  # the broker kept no session: subscribe again
+        t_restart = time.time()
+        assert wait_until(lambda: sink.connected, 20), "no reconnect"
+        assert wait_until(lambda: any(e["end_ts"] >= t_restart for e in after.json_on("r/vtest/event")), 60), \
+            "no event raised after the restart arrived"
+        assert runtime.readers[0].health == "live" and worker.counts["errors"] == 0
+        status = runtime.status()["sinks"]["mqtt"]
+        assert status["reconnects"] >= 1 and status["disconnects"] >= 1
+        assert f'posestream_mqtt_reconnects_total{{sink="mqtt"}} {status["reconnects"]}' in \
+            runtime.metrics.render_prometheus()
+        assert after.on("r/status")[0][0] == b"online"  # said again: the broker lost the retained one
+    finally:
+        runtime.stop()
+    stats = sink.stats()
+    assert stats["dropped"] == 0 and stats["events_published"] == runtime.events_total
+    assert any("connected again" in r.getMessage() for r in caplog.records)
+    after.close()
