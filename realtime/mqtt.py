@@ -206,7 +206,7 @@ class MqttSink(_QueuedSink):
         self._connected = False
         self._last_error: str | None = None
         self._unacked: dict[int, str] = {}  # mid -> "event" | "label" | "control"
-        self._warn_connect = _RateLimitedWarning()
+        self._warn_connect = _RateLimitedWarning(logger=log)
         self._deadline = math.inf  # set by close() before it sets _closed (the thread reads both)
         self._backoff = self.backoff_initial_s
         self._next_attempt = 0.0                  # monotonic time of the next connection attempt

@@ -153,16 +153,18 @@ def mosquitto_binary() -> str:
 
 
 class Broker:
-    """``mosquitto -p PORT`` (loopback only, anonymous: its default without a config file),
-    started and killed by PID; restartable on the same port."""
+    """``mosquitto -p PORT`` (loopback only, anonymous: its default without a config file), or
+    ``mosquitto -c CONFIG`` whose listener is on ``port``; started and killed by PID, and
+    restartable on the same port."""
 
-    def __init__(self, binary: str, port: int, log_path: Path):
-        self.binary, self.port, self.log_path = binary, port, log_path
+    def __init__(self, binary: str, port: int, log_path: Path, config: Path | None = None):
+        self.binary, self.port, self.log_path, self.config = binary, port, log_path, config
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> None:
+        args = ["-p", str(self.port)] if self.config is None else ["-c", str(self.config)]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([self.binary, "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([self.binary, *args], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -194,13 +196,15 @@ class Subscriber:
     """A paho client subscribed (QoS 1) to ``topics`` before the test publishes anything; it
     keeps every message (topic, payload, retain flag)."""
 
-    def __init__(self, port: int, topics=("#",)):
+    def __init__(self, port: int, topics=("#",), login: tuple[str, str] | None = None):
         import paho.mqtt.client as paho
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         subscribed = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-{secrets.token_hex(4)}")
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: subscribed.set()
         self.client.connect("127.0.0.1", port)
@@ -304,6 +308,12 @@ def test_the_last_will_says_offline_when_the_process_is_killed(broker, vtest):
         assert wait_until(lambda: sub.on("will/status") or proc.poll() is not None, 120), "never online"
         assert proc.poll() is None, proc.stderr.read()
         assert sub.on("will/status") == [(b"online", False)]
+        joined = Subscriber(broker.port, ["will/status"])  # one that comes later gets it retained
+        try:
+            assert wait_until(lambda: joined.on("will/status"), 5)
+            assert joined.on("will/status") == [(b"online", True)]
+        finally:
+            joined.close()
         # a label change shows the run is publishing, not just connected
         assert wait_until(lambda: sub.on("will/vtest/labels"), 60)
         os.kill(proc.pid, signal.SIGKILL)  # no clean stop: only the broker can say offline now
@@ -361,3 +371,43 @@ def test_the_run_goes_on_through_a_broker_restart(broker, vtest, caplog):
     assert stats["dropped"] == 0 and stats["events_published"] == runtime.events_total
     assert any("connected again" in r.getMessage() for r in caplog.records)
     after.close()
+
+
+def test_credentials_in_the_url_log_in_and_are_never_logged(mosquitto_binary, tmp_path, caplog):
+    """A broker that wants a password (mosquitto with a password file): the wrong one is a
+    refused, counted connection attempt with the broker's reason; the right one, percent-encoded
+    in the URL, logs in and publishes. Neither password shows in the log or the stats."""
+    password = "s3cr:t@x"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwd"), "alice", password], check=True,
+                   capture_output=True, timeout=30)
+    port = free_port()
+    config = tmp_path / "mosquitto.conf"
+    # "user root": as root, mosquitto would otherwise switch to its own user, who cannot read
+    # pytest's tmp_path (0700); not root, the line does nothing
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {tmp_path / 'passwd'}\n"
+                      "user root\n")
+    broker = Broker(mosquitto_binary, port, tmp_path / "mosquitto.log", config)
+    broker.start()
+    sub = None
+    wrong = MqttSink(f"mqtt://alice:wrong-one@127.0.0.1:{port}/auth", backoff_initial_s=0.2, backoff_max_s=0.4)
+    right = None
+    try:
+        assert wait_until(lambda: wrong.stats()["connect_failures"] >= 2, 10)
+        stats = wrong.stats()
+        assert not wrong.connected and stats["connects"] == 0 and "Not authorized" in stats["last_error"]
+        assert stats["url"] == f"mqtt://***@127.0.0.1:{port}/auth"
+        sub = Subscriber(port, ["auth/#"], login=("alice", password))
+        right = MqttSink(f"mqtt://alice:{urllib.parse.quote(password, safe='')}@127.0.0.1:{port}/auth")
+        assert right.emit({"stream": "cam0", "kind": "action", "label": "walking"})
+        assert wait_until(lambda: sub.on("auth/cam0/event"), 10), right.stats()
+        assert sub.json_on("auth/cam0/event") == [{"stream": "cam0", "kind": "action", "label": "walking"}]
+        assert [p for p, _ in sub.on("auth/status")] == [b"online"]
+    finally:
+        wrong.close(timeout=0.5)
+        if right is not None:
+            right.close()
+        if sub is not None:
+            sub.close()
+        broker.kill()
+    assert not any(word in caplog.text for word in (password, "wrong-one", "s3cr"))
+    assert "cannot connect" in caplog.text and "Not authorized" in caplog.text
