@@ -205,7 +205,7 @@ class MqttSink(_QueuedSink):
                         "connects": 0, "reconnects": 0, "connect_failures": 0, "disconnects": 0}
         self._connected = False
         self._last_error: str | None = None
-        self._unacked: dict[int, str] = {}  # mid -> "event" | "label" | "control"
+        self._unacked: dict[int, str] = {}  # mid -> "event" | "label" | "fall" | "control"
         self._warn_connect = _RateLimitedWarning(logger=log)
         self._deadline = math.inf  # set by close() before it sets _closed (the thread reads both)
         self._backoff = self.backoff_initial_s

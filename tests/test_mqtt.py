@@ -278,7 +278,9 @@ def test_a_run_publishes_events_label_changes_availability_and_discovery(broker,
     assert [p for p, _ in sub.on("ps/test/status")] == [b"online", b"offline"]
     late = Subscriber(broker.port, ["ps/test/status", "homeassistant/#"])
     try:
-        assert wait_until(lambda: late.on("ps/test/status"), 5)
+        # the broker sends the two retained topics one after the other
+        assert wait_until(lambda: late.on("ps/test/status") and any(
+            t.startswith("homeassistant/") for t, _, _ in late.messages), 5)
         assert late.on("ps/test/status") == [(b"offline", True)]
         # Home Assistant discovery: a retained binary sensor per stream
         configs = [(t, json.loads(p), r) for t, p, r in late.messages if t.startswith("homeassistant/")]
@@ -411,3 +413,28 @@ def test_credentials_in_the_url_log_in_and_are_never_logged(mosquitto_binary, tm
         broker.kill()
     assert not any(word in caplog.text for word in (password, "wrong-one", "s3cr"))
     assert "cannot connect" in caplog.text and "Not authorized" in caplog.text
+
+
+def test_a_fall_event_turns_the_home_assistant_sensor_on(broker):
+    """vtest.avi has no fall, so the sink is given a real fall Event's dict: with discovery it
+    goes to the event topic and sets the stream's binary sensor ON; an action event does not."""
+    from posestream.realtime.events import Event
+
+    fall = Event(stream="cam/1", track_id=4, label="fall", score=0.91, start=1796286000.0, end=1796286002.5,
+                 frame_index=120, kind="fall", details={"reason": "test"}).to_dict()
+    walk = Event(stream="cam/1", track_id=5, label="walking", score=0.7, start=1796286001.0, end=1796286002.0,
+                 frame_index=121).to_dict()
+    sub = Subscriber(broker.port)
+    sink = MqttSink(f"mqtt://127.0.0.1:{broker.port}/home", streams=["cam/1"], discovery=True)
+    try:
+        assert sink.emit(fall) and sink.emit(walk)
+        assert wait_until(lambda: len(sub.on("home/cam%2F1/event")) == 2, 10), sink.stats()
+    finally:
+        assert sink.close()
+    assert sub.json_on("home/cam%2F1/event") == [fall, walk]
+    assert sub.on("home/cam%2F1/fall") == [(b"ON", False)]  # one fall, one ON
+    (topic, payload, _), = [m for m in sub.messages if m[0].startswith("homeassistant/")]
+    config = json.loads(payload)
+    assert topic == f"homeassistant/binary_sensor/{config['unique_id']}/config"
+    assert config["state_topic"] == "home/cam%2F1/fall" and config["device_class"] == "safety"
+    assert sink.stats()["falls_published"] == 1 and sink.stats()["events_published"] == 2
