@@ -438,3 +438,35 @@ def test_a_fall_event_turns_the_home_assistant_sensor_on(broker):
     assert topic == f"homeassistant/binary_sensor/{config['unique_id']}/config"
     assert config["state_topic"] == "home/cam%2F1/fall" and config["device_class"] == "safety"
     assert sink.stats()["falls_published"] == 1 and sink.stats()["events_published"] == 2
+
+
+def test_a_frozen_broker_is_noticed_and_left_then_found_again(broker):
+    """SIGSTOP: the broker's kernel still accepts TCP connections, but nothing answers. A
+    connection attempt then ends at the connect timeout (no CONNACK), and a live connection
+    at the keepalive (no PINGRESP); after SIGCONT the sink is back. The event written into
+    the frozen connection was never acknowledged: paho sends it again after the reconnect
+    (QoS 1, at least once: the broker may deliver it twice), and it is counted published once."""
+    sub = Subscriber(broker.port, ["f/#"])
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    sink = MqttSink(f"mqtt://127.0.0.1:{broker.port}/f", connect_timeout_s=1.0, keepalive_s=2,
+                    backoff_initial_s=0.2, backoff_max_s=0.4)
+    try:
+        assert wait_until(lambda: sink.stats()["connect_failures"] >= 1, 10), sink.stats()
+        assert "no CONNACK" in sink.stats()["last_error"] and not sink.connected
+        os.kill(broker.proc.pid, signal.SIGCONT)
+        assert wait_until(lambda: sink.connected, 10), sink.stats()
+        assert sink.emit({"stream": "s", "kind": "action", "label": "walking", "n": 1})
+        assert wait_until(lambda: sub.on("f/s/event"), 10)
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        assert sink.emit({"stream": "s", "kind": "action", "label": "walking", "n": 2})
+        assert wait_until(lambda: not sink.connected, 15), "a frozen broker was not noticed"
+        assert sink.stats()["disconnects"] == 1
+        os.kill(broker.proc.pid, signal.SIGCONT)
+        assert wait_until(lambda: [e["n"] for e in sub.json_on("f/s/event")][-1:] == [2], 20), sink.stats()
+    finally:
+        if broker.proc is not None:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        sink.close()
+        sub.close()
+    stats = sink.stats()
+    assert stats["reconnects"] >= 1 and stats["events_published"] == 2 and stats["dropped"] == 0
