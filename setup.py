@@ -50,6 +50,12 @@ setup(
         # reading a model's metadata and the int8 quantizer; tested with onnx 1.23 and
         # onnxruntime 1.32.
         "onnx>=1.18",
+        # `--mqtt`: events to home automation, NVRs and pagers. A runtime dependency, not an
+        # extra: it is one small pure-Python wheel with no dependencies of its own, and a
+        # camera box installed with plain `pip install posestream` then speaks MQTT without a
+        # second install step (and without a "needs the mqtt extra" error path that no test
+        # could run). 2.x: the CallbackAPIVersion.VERSION2 callbacks; tested with 2.2.0.
+        "paho-mqtt>=2.0,<3",
     ],
     # The pose front end's converted networks (see engines/models/MODEL_CARD.md).
     package_data={

@@ -318,6 +318,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", dest="events_out",
                    help="events as JSON lines to this file ('-' for stdout, the default)")
     p.add_argument("--webhook", help="POST each event as JSON to this URL")
+    p.add_argument("--mqtt", metavar="mqtt://HOST:PORT/PREFIX",
+                   help="publish events (PREFIX/<stream>/event) and label changes (PREFIX/<stream>/labels) to "
+                        "this MQTT broker; PREFIX/status says online/offline (retained, last will); "
+                        "mqtt://user:password@host/prefix to log in")
+    p.add_argument("--mqtt-discovery", action="store_true", default=None,
+                   help="with --mqtt: Home Assistant MQTT discovery, a 'Fall detected' binary sensor per stream")
     p.add_argument("--http", metavar="HOST:PORT", help="serve status, MJPEG preview and /metrics here "
                    "(127.0.0.1 unless you also give --token)")
     p.add_argument("--token", help="bearer token the HTTP server requires")
@@ -628,8 +634,8 @@ def _run_config(args, **overrides):
 
     config = load_run_config(getattr(args, "config", None))
     options = {k: getattr(args, k, None) for k in ("model", "engine", "device", "pose", "mode", "video_out",
-                                                   "events_out", "webhook", "http", "token", "show", "pace",
-                                                   "loop", "max_frames")}
+                                                   "events_out", "webhook", "mqtt", "mqtt_discovery", "http",
+                                                   "token", "show", "pace", "loop", "max_frames")}
     return config.replace(**options).replace(**overrides)
 
 

@@ -74,6 +74,9 @@ class RunConfig:
     show: bool = False
     events_out: str | None = "-"   #: JSON lines file, "-" for stdout, None for none
     webhook: str | None = None
+    #: mqtt://[user[:password]@]host[:port][/prefix]: events and label changes to a broker
+    mqtt: str | None = None
+    mqtt_discovery: bool = False   #: also Home Assistant MQTT discovery configs (a fall sensor per stream)
     http: str | None = None        #: "127.0.0.1:8080" serves status, MJPEG preview and /metrics
     token: str | None = None
     draw: bool = True
@@ -96,6 +99,10 @@ class RunConfig:
             raise ValueError(f"smooth_alpha must be in (0, 1], got {self.smooth_alpha}")
         if self.max_wait_s < 0:
             raise ValueError(f"max_wait_s must be >= 0, got {self.max_wait_s}")
+        if self.mqtt is not None and not isinstance(self.mqtt, str):
+            raise ValueError(f"mqtt must be a URL string such as mqtt://127.0.0.1:1883/posestream, got {self.mqtt!r}")
+        if self.mqtt_discovery and not self.mqtt:
+            raise ValueError("mqtt_discovery (--mqtt-discovery) needs mqtt (--mqtt mqtt://HOST:PORT/PREFIX)")
         if not isinstance(self.fall, dict):
             raise ValueError("fall must be a table of FallStateMachine settings")
         if not isinstance(self.action_events, list) or not all(isinstance(r, dict) for r in self.action_events):

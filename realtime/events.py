@@ -91,6 +91,7 @@ __all__ = [
     "COOLDOWN",
     "RECOVERED",
     "Event",
+    "label_change",
     "Smoothed",
     "LabelSmoother",
     "BodyGeometry",
@@ -182,6 +183,22 @@ class Event:
     def to_json(self) -> str:
         """One line of JSON (no newline)."""
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def label_change(stream: str, track_id: Any, label: str | None, score: float | None, t: float,
+                 frame_index: int | None) -> dict[str, Any]:
+    """The data contract of a label change: a track's (or scene's) displayed label became
+    ``label`` (None: no label any more, the model is not sure) with smoothed ``score``, decided on
+    the stream frame ``frame_index`` whose capture was at epoch ``t``."""
+    return {
+        "stream": stream,
+        "track_id": _jsonable(track_id),
+        "label": label,
+        "score": None if label is None or score is None else round(float(score), 4),
+        "time": _iso(t),
+        "ts": round(float(t), 3),
+        "frame_index": None if frame_index is None else int(frame_index),
+    }
 
 
 # ----------------------------------------------------------------------------------------------

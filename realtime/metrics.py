@@ -18,6 +18,10 @@ The names the runtime uses (all prefixed ``posestream_``):
 ``posestream_reconnects_total``            counter, ``stream``
 ``posestream_events_total``                counter, ``stream``, ``label``
 ``posestream_sink_dropped_total``          counter, ``sink``
+``posestream_mqtt_published_total``        counter, ``sink``: messages the broker acknowledged
+``posestream_mqtt_reconnects_total``       counter, ``sink``
+``posestream_mqtt_connect_failures_total`` counter, ``sink``
+``posestream_mqtt_connected``              gauge, ``sink``: 1 while connected
 =========================================  ===================================================
 
 :class:`LatencyStats` keeps two things: Prometheus-style bucket counts over every observation

@@ -448,6 +448,9 @@ class Runtime:
     engine (default: the configured or shipped model). ``estimator_factory()``: a new pose
     estimator per stream (default: ``make_pose_estimator(config.pose, ...)``). ``on_event``:
     extra callables given each event dict (the CLI's event sinks are set up from the config).
+    ``on_label_change``: callables given a :func:`~posestream.realtime.events.label_change` dict
+    each time a track's displayed label changes (the MQTT sink's is added from the config);
+    like ``on_event`` they run on the events thread and must not block.
     ``stage_policy``: when a stream's failing stage is restarted (:class:`StagePolicy`).
 
     Memory stays bounded however long it runs: :attr:`events` keeps the last
@@ -459,6 +462,7 @@ class Runtime:
     def __init__(self, sources: Sequence[Any], config: RunConfig | None = None, *,
                  engine: ActionEngine | None = None, estimator_factory: Callable[[], Any] | None = None,
                  metrics: Metrics | None = None, on_event: Sequence[Callable[[dict], Any]] = (),
+                 on_label_change: Sequence[Callable[[dict], Any]] = (),
                  stage_policy: StagePolicy | None = None):
         from posestream.realtime.sources import FrameReader
 
@@ -476,6 +480,7 @@ class Runtime:
         self.labels = LabelBoard()
         self.results: "queue.Queue[WindowResult]" = queue.Queue(maxsize=RESULTS_QUEUE_SIZE)
         self.on_event = list(on_event)
+        self.on_label_change = list(on_label_change)  # the label-change hook (see _on_result)
         self.events: "collections.deque[dict]" = collections.deque(maxlen=EVENT_HISTORY)
         self.events_total = 0    # events raised (all sent to the sinks); events holds the newest
         self._label_counts: dict[tuple[str, Any], dict[str, int]] = {}  # live tracks
@@ -517,6 +522,12 @@ class Runtime:
 
         cfg = self.config
         self.sinks: dict[str, Any] = {}
+        # a bad --mqtt URL fails here, before any sink has started a thread or opened a file
+        mqtt_target = None
+        if cfg.mqtt:
+            from posestream.realtime.mqtt import parse_mqtt_url
+
+            mqtt_target = parse_mqtt_url(cfg.mqtt)
         if cfg.video_out:
             paths = _video_paths(cfg.video_out, [s.name for s in self.sources])
             writers = {s.name: sinks.VideoSink(p, _nominal_fps(r) or 10.0, metrics=self.metrics, name=f"video-{s.name}")
@@ -542,6 +553,16 @@ class Runtime:
             self._closers.append(("webhook", functools.partial(hook.close, SINK_CLOSE_TIMEOUT_S),
                                   lambda: hook.finished))
             self.sinks["webhook"] = hook
+        if mqtt_target is not None:
+            from posestream.realtime.mqtt import MqttSink
+
+            broker = MqttSink(mqtt_target, streams=[s.name for s in self.sources], discovery=cfg.mqtt_discovery,
+                              metrics=self.metrics, name="mqtt")
+            self._event_sinks.append(broker.emit)
+            self.on_label_change.append(broker.emit_label)
+            self._closers.append(("mqtt", functools.partial(broker.close, SINK_CLOSE_TIMEOUT_S),
+                                  lambda: broker.finished))
+            self.sinks["mqtt"] = broker
         if cfg.http:
             host, _, port = cfg.http.rpartition(":")
             if not host or not port.isdigit():
@@ -713,7 +734,10 @@ class Runtime:
         wall = time.time() - (now - result.t_last_capture)
         events, label = logic.on_result(result.key, wall, result.t_last_capture, result.probs, result.context,
                                         result.frame_index)
+        previous = self.labels.get(result.stream, result.key)
         self.labels.set(result.stream, result.key, *(label or (None, 0.0)))
+        if self.on_label_change and (previous and previous[0]) != (label and label[0]):
+            self._label_changed(result, label, wall)
         shown = self._shown_counts.setdefault(result.stream, {})  # bounded: one entry per class
         name = label[0] if label else "none"
         shown[name] = shown.get(name, 0) + 1
@@ -733,6 +757,17 @@ class Runtime:
                     sink(record)
                 except Exception:
                     log.exception("an event sink failed")
+
+    def _label_changed(self, result: WindowResult, label: tuple[str, float] | None, wall: float) -> None:
+        """One message per change of a track's displayed label, to every ``on_label_change``."""
+        from posestream.realtime.events import label_change
+
+        change = label_change(result.stream, result.key, *(label or (None, None)), wall, result.frame_index)
+        for listener in self.on_label_change:
+            try:
+                listener(change)
+            except Exception:
+                log.exception("a label-change listener failed")
 
     # ------------------------------------------------------------------------------------------
 

@@ -128,8 +128,9 @@ class _RateLimitedWarning:
     """Logs the first occurrence at once, then at most every ``every_s`` seconds (counts are
     kept elsewhere, exactly; this only keeps a flood of drops out of the log)."""
 
-    def __init__(self, every_s: float = WARN_EVERY_S):
+    def __init__(self, every_s: float = WARN_EVERY_S, logger: logging.Logger | None = None):
         self._every_s = every_s
+        self._log = logger or log  # the module that warns: a sink defined elsewhere passes its own
         self._lock = threading.Lock()
         self._last: float | None = None
 
@@ -139,7 +140,7 @@ class _RateLimitedWarning:
             if self._last is not None and now - self._last < self._every_s:
                 return
             self._last = now
-        log.warning(msg, *args)
+        self._log.warning(msg, *args)
 
 
 class _QueuedSink:
