@@ -50,6 +50,10 @@ setup(
         # reading a model's metadata and the int8 quantizer; tested with onnx 1.23 and
         # onnxruntime 1.32.
         "onnx>=1.18",
+        # event clips (realtime/evidence.py): H.264 in MP4 through libx264, which PyAV's wheels
+        # bundle with FFmpeg (OpenCV's writers give mp4v, which browsers do not play). Tested
+        # with av 18.1.
+        "av>=14",
     ],
     # The pose front end's converted networks (see engines/models/MODEL_CARD.md).
     package_data={

@@ -68,6 +68,8 @@ STALE_KEY_S = 60.0
 #: events thread; and for each sink to close.
 JOIN_TIMEOUT_S = 10.0
 SINK_CLOSE_TIMEOUT_S = 10.0
+#: The evidence writer may still be encoding a few clips (about a second each) when stop() comes.
+EVIDENCE_CLOSE_TIMEOUT_S = 60.0
 
 
 class LabelBoard:
@@ -139,7 +141,8 @@ class StreamWorker:
                  results: "queue.Queue[WindowResult]", labels: LabelBoard, metrics: Metrics,
                  frame_sinks: Sequence[Callable[[str, np.ndarray], Any]] = (), fps_hint: float | None = None,
                  forget: Callable[[str, list], Any] | None = None,
-                 estimator_factory: Callable[[], Any] | None = None, policy: StagePolicy | None = None):
+                 estimator_factory: Callable[[], Any] | None = None, policy: StagePolicy | None = None,
+                 evidence: Any = None):
         from posestream.realtime.windows import StreamTracks
 
         self.name = name
@@ -155,6 +158,8 @@ class StreamWorker:
         self.labels = labels
         self.metrics = metrics
         self.frame_sinks = list(frame_sinks)
+        # an EvidenceRecorder: given each annotated frame with its Frame (index and time)
+        self.evidence = evidence
         self._fps_hint = fps_hint
         self.tracker = self._new_tracker()
         self.tracks = StreamTracks(name, keep_s=config.keep_s)
@@ -360,6 +365,8 @@ class StreamWorker:
         annotated = self._annotate(frame, tracks)
         for sink in self.frame_sinks:
             sink(self.name, annotated)
+        if self.evidence is not None:
+            self.evidence.add_frame(self.name, frame, annotated)
 
     def _run_stage(self, stage: str, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
         supervisor = self.stages[stage]
@@ -390,7 +397,7 @@ class StreamWorker:
         self._lat["pose"].observe(t1 - t0)
         self._lat["track"].observe(t2 - t1)
         self._lat["window"].observe(t3 - t2)
-        if self.frame_sinks:  # on failure this frame is missing from the video and the preview
+        if self.frame_sinks or self.evidence is not None:  # on failure: missing from video, preview, evidence
             self._run_stage("draw", self._draw, frame, tracks)
         self.counts["frames_processed"] += 1
         self._frames_total.inc()
@@ -492,6 +499,8 @@ class Runtime:
         self._closers: list[tuple[str, Callable[[], Any], Callable[[], bool]]] = []
         self.preview = None
         self.server = None
+        self.evidence = None   # an EvidenceRecorder with --evidence
+        self._label_log = None  # an EventLog of label changes with --labels
         factory = estimator_factory or (lambda: default_estimator(self.config))
         self.readers = [FrameReader(s, pace=self.config.pace, loop=self.config.loop,
                                     rtsp_transport=self.config.rtsp_transport, max_frames=self.config.max_frames)
@@ -500,7 +509,8 @@ class Runtime:
         self._forget: "queue.Queue[tuple[str, list]]" = queue.Queue(maxsize=FORGET_QUEUE_SIZE)
         self.workers = [StreamWorker(s.name, r, factory(), self.batcher, self.config, self.results, self.labels,
                                      self.metrics, self._frame_sinks, fps_hint=_nominal_fps(r),
-                                     forget=self._forget_tracks, estimator_factory=factory, policy=stage_policy)
+                                     forget=self._forget_tracks, estimator_factory=factory, policy=stage_policy,
+                                     evidence=self.evidence)
                         for s, r in zip(self.sources, self.readers)]
         self.not_finished: list[str] = []  # what stop() left running
         self._event_logic: dict[str, Any] = {}
@@ -542,12 +552,29 @@ class Runtime:
             self._closers.append(("webhook", functools.partial(hook.close, SINK_CLOSE_TIMEOUT_S),
                                   lambda: hook.finished))
             self.sinks["webhook"] = hook
+        if cfg.evidence:
+            from posestream.realtime.evidence import EvidenceRecorder
+
+            recorder = self.evidence = EvidenceRecorder(
+                cfg.evidence, pre_s=cfg.evidence_pre_s, post_s=cfg.evidence_post_s,
+                retention_days=cfg.retention_days, retention_gb=cfg.retention_gb, metrics=self.metrics)
+            self._event_sinks.append(recorder.on_event)
+            self._closers.append(("evidence", functools.partial(recorder.close, EVIDENCE_CLOSE_TIMEOUT_S),
+                                  lambda: recorder.finished))
+            self.sinks["evidence"] = recorder
+        if cfg.labels_out:
+            labels = self._label_log = sinks.EventLog(None if cfg.labels_out == "-" else cfg.labels_out,
+                                                      metrics=self.metrics, name="labels")
+            self._closers.append(("labels", functools.partial(labels.close, SINK_CLOSE_TIMEOUT_S),
+                                  lambda: labels.finished))
+            self.sinks["labels"] = labels
         if cfg.http:
             host, _, port = cfg.http.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"--http {cfg.http}: expected HOST:PORT, e.g. 127.0.0.1:8080")
             self.server = sinks.StatusServer(host, int(port), token=cfg.token, status_fn=self.status,
-                                             metrics=self.metrics, preview_fn=self.preview.get)
+                                             metrics=self.metrics, preview_fn=self.preview.get,
+                                             events=None if self.evidence is None else self.evidence.store)
             server = self.server
             self._closers.insert(0, ("http", functools.partial(server.close, SINK_CLOSE_TIMEOUT_S),
                                      lambda: not server.alive))
@@ -713,6 +740,13 @@ class Runtime:
         wall = time.time() - (now - result.t_last_capture)
         events, label = logic.on_result(result.key, wall, result.t_last_capture, result.probs, result.context,
                                         result.frame_index)
+        if self._label_log is not None:
+            before = self.labels.get(result.stream, result.key)
+            if (before[0] if before else None) != (label[0] if label else None):
+                self._label_log.emit({"stream": result.stream, "track": result.key,
+                                      "label": label[0] if label else None,
+                                      "score": round(float(label[1]), 4) if label else None,
+                                      "time": round(wall, 3), "frame": result.frame_index})
         self.labels.set(result.stream, result.key, *(label or (None, 0.0)))
         shown = self._shown_counts.setdefault(result.stream, {})  # bounded: one entry per class
         name = label[0] if label else "none"
