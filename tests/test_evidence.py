@@ -252,15 +252,20 @@ def hostile_store(vtest, tmp_path_factory):
 def test_api_is_json_whatever_the_names_and_serves_nothing_outside_the_evidence(hostile_store):
     folder, nasty = hostile_store
     store = EventStore(folder)
-    server = StatusServer("127.0.0.1", 0, status_fn=lambda: {"streams": []}, metrics=Metrics(), events=store).start()
+    server = StatusServer("127.0.0.1", 0, status_fn=lambda: {"streams": [nasty, "cam"]}, metrics=Metrics(),
+                          events=store).start()
     base = server.url.rstrip("/")
     try:
         code, headers, body = http(f"{base}/api/events")
         assert code == 200 and headers["Content-Type"] == "application/json; charset=utf-8"
-        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Content-Type-Options"] == "nosniff"  # a browser must not sniff it as HTML
         listed = json.loads(body)["events"]
         assert {e["stream"] for e in listed} == {nasty, "cam"}  # kept as text, returned as JSON text
-        assert b"<script>" not in body or body.strip().startswith(b"{")
+        assert {e["label"] for e in listed} == {'"><img src=x onerror=alert(1)>', "fall"}
+        # the one HTML page escapes the name wherever it shows it
+        code, headers, page = http(f"{base}/")
+        assert code == 200 and headers["Content-Type"].startswith("text/html")
+        assert b"<script>" not in page and b"&lt;script&gt;" in page
         # files are named by id only: nothing of a stream name or label reaches the disk
         assert all(re.fullmatch(r"[0-9]+\.(jpg|mp4)", p.name) for p in (folder / "media").iterdir())
         secret = (folder / "events.db").read_bytes()[:64]
@@ -334,6 +339,18 @@ def test_retention_by_size_and_by_age_deletes_rows_and_files(vtest, tmp_path):
         db.close()
         store.close()
     assert rows(folder) == [] and list((folder / "media").iterdir()) == []
+
+
+def test_too_many_clips_at_once_are_dropped_counted_and_said_in_their_rows(vtest, tmp_path):
+    folder = tmp_path / "ev"
+    burst = [event("cam", 5, track=i) for i in range(20)]  # 20 events on one frame, 16 may collect at once
+    metrics = Metrics()
+    stats = record_events(folder, burst, frames=12, metrics=metrics)
+    assert stats["evidence_dropped"] == 4 and stats["complete"] == 16
+    assert metrics.counter("posestream_sink_dropped_total", sink="evidence").value == 4
+    states = [r["evidence"] for r in rows(folder)]
+    assert states.count("complete") == 16 and states.count("dropped") == 4  # every event kept its row
+    assert len(list((folder / "media").glob("*.mp4"))) == 16
 
 
 def test_bad_evidence_folders_are_one_line_errors(tmp_path):
@@ -425,3 +442,43 @@ def test_sigkill_while_writing_leaves_no_half_file_and_a_consistent_db(vtest, tm
     # after recovery every file is some row's, and every path a row names exists
     named = {Path(r[k]).name for r in after for k in ("clip", "snapshot") if r[k]}
     assert named == {p.name for p in finals}
+
+
+def test_ctrl_c_writes_the_clips_still_collecting_frames_as_partial(vtest, tmp_path):
+    """SIGINT to a realtime `posestream run` while its clips wait for 30 s of post-event frames:
+    the clean shutdown writes them with what they have, and leaves nothing pending."""
+    folder = tmp_path / "ev"
+    config = tmp_path / "rule.toml"
+    config.write_text(KILL_RULE)
+    labels = tmp_path / "labels.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "posestream", "run", str(vtest), "--config", str(config),
+                             "--evidence", str(folder), "--pre-s", "1", "--post-s", "30", "--events", "-",
+                             "--labels", str(labels)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if (folder / "events.db").is_file() and rows(folder):
+                    break
+            except sqlite3.OperationalError:  # the run is still creating the table
+                pass
+            time.sleep(0.1)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    stored = rows(folder)
+    assert stored and {r["evidence"] for r in stored} == {"partial"}  # 30 s had not passed for any
+    for r in stored:
+        _, times, images = decode(folder / r["clip"])
+        # the frames of the second before (fewer at the stream's start, and at realtime pace the
+        # reader drops what a busy pipeline cannot take) and those after, up to the Ctrl-C
+        assert len(images) == r["clip_frames"] >= 2
+        assert times[-1] - times[0] == pytest.approx(r["clip_s"] - 1 / FPS, abs=0.002)
+    assert not any((folder / "media").glob(".*"))
+    assert labels.read_text().count("\n") >= 1  # the label stream from the CLI
