@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
@@ -482,3 +485,65 @@ def test_ctrl_c_writes_the_clips_still_collecting_frames_as_partial(vtest, tmp_p
         assert times[-1] - times[0] == pytest.approx(r["clip_s"] - 1 / FPS, abs=0.002)
     assert not any((folder / "media").glob(".*"))
     assert labels.read_text().count("\n") >= 1  # the label stream from the CLI
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (Debian: apt-get install chromium)")
+def test_a_browser_plays_the_clip_from_the_api(hostile_store, tmp_path):
+    """Headless Chromium loads an event's clip from the events API into a <video> and plays it
+    to the end. --dump-dom dumps the page at its load event, so an image from a local server
+    that answers after 6 s holds that event back while the (2 s) clip plays."""
+    folder, _ = hostile_store
+    store = EventStore(folder)
+    server = StatusServer("127.0.0.1", 0, status_fn=lambda: {"streams": []}, metrics=Metrics(), events=store).start()
+    hold = ThreadingHTTPServer(("127.0.0.1", 0), _HoldTheLoadEvent)
+    threading.Thread(target=hold.serve_forever, daemon=True).start()
+    clip = store.get(2)["evidence"]
+    page = tmp_path / "play.html"
+    page.write_text(PLAY_PAGE.replace("CLIP", server.url.rstrip("/") + clip["clip"])
+                    .replace("HOLD", f"http://127.0.0.1:{hold.server_address[1]}/hold"))
+    try:
+        done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                               "--autoplay-policy=no-user-gesture-required", "--dump-dom", page.as_uri()],
+                              capture_output=True, text=True, timeout=90)
+    finally:
+        hold.shutdown()
+        server.close()
+        store.close()
+    found = re.search(r'<pre id="out">(.*?)</pre>', done.stdout, re.S)
+    assert found, done.stdout[-1000:] + done.stderr[-1000:]
+    seen = json.loads(found.group(1))
+    assert seen["tag"] == "ended" and seen["error"] is None, seen
+    assert (seen["w"], seen["h"]) == (768, 576)
+    assert seen["duration"] == pytest.approx(clip["clip_s"], abs=0.05) and seen["t"] == pytest.approx(seen["duration"])
+    assert seen["frames"] >= 1  # frames presented (a loaded machine may skip some)
+
+
+class _HoldTheLoadEvent(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        time.sleep(6.0)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+PLAY_PAGE = """<!doctype html><html><body><pre id="out">waiting</pre>
+<video id="v" muted playsinline preload="auto" src="CLIP"></video>
+<script>
+const v = document.getElementById("v"), out = document.getElementById("out");
+let frames = 0;
+function report(tag) {
+  out.textContent = JSON.stringify({tag, error: v.error && v.error.code, w: v.videoWidth, h: v.videoHeight,
+                                    duration: v.duration, t: v.currentTime, frames});
+}
+function count() { frames++; v.requestVideoFrameCallback(count); }
+v.requestVideoFrameCallback(count);
+v.addEventListener("error", () => report("error"));
+v.addEventListener("ended", () => report("ended"));
+v.addEventListener("loadedmetadata", () => { report("metadata"); v.play().catch(e => report("play failed: " + e)); });
+</script><img src="HOLD" style="display:none"></body></html>
+"""
