@@ -26,7 +26,8 @@ Threads and what each owns:
   leaves the event in the stream's inbox, which the pose thread picks up at its next frame
   (each stream's state is behind its own lock, held for list operations only);
 - one writer thread (a :class:`~posestream.realtime.sinks._QueuedSink`) owns the SQLite write
-  connection, the encoder and the files; it also enforces the retention limits;
+  connection, the encoder and the files; it also enforces the retention limits, and writes
+  the clips of a stream whose frames stopped (a camera down) once ``stall_s`` has passed;
 - the status server's request threads read (and ``ack``) through connections of their own.
 
 Memory is bounded: a stream's ring holds at most ``(pre_s + late_s) * max_fps + 1`` JPEGs
@@ -443,6 +444,7 @@ class _Capture:
     snapshot: _Shot
     frames: list             #: _Shot s, in order
     end_t: float             #: stream time the clip ends at
+    deadline: float          #: monotonic time after which it is written with what it has
 
 
 class _StreamState:
@@ -450,7 +452,7 @@ class _StreamState:
         self.lock = threading.Lock()
         self.ring: collections.deque[_Shot] = collections.deque()
         self.ring_bytes = 0
-        self.inbox: collections.deque[tuple[int, Mapping]] = collections.deque()
+        self.inbox: collections.deque[tuple[int, Mapping, float]] = collections.deque()  # key, event, monotonic
         self.pending: list[_Capture] = []
         self.last_t: float | None = None         # stream time of the newest frame seen
         self.last_encoded_t = -math.inf
@@ -488,8 +490,8 @@ class EvidenceRecorder(_QueuedSink):
     def __init__(self, folder: str | os.PathLike, *, pre_s: float = 5.0, post_s: float = 5.0,
                  late_s: float = 3.0, max_fps: float = 10.0, max_width: int | None = 800, quality: int = 75,
                  ring_bytes: int = 32 * 2**20, retention_days: float | None = 30.0,
-                 retention_gb: float | None = 10.0, queue_size: int = 32, metrics: Metrics | None = None,
-                 name: str = "evidence"):
+                 retention_gb: float | None = 10.0, queue_size: int = 32, stall_s: float | None = None,
+                 metrics: Metrics | None = None, name: str = "evidence"):
         for label, v in (("pre_s", pre_s), ("post_s", post_s), ("late_s", late_s)):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise SinkError(f"evidence: {label} must be a number >= 0, got {v!r}")
@@ -506,6 +508,11 @@ class EvidenceRecorder(_QueuedSink):
         self.ring_bytes = int(ring_bytes)
         self.ring_frames = int(math.ceil((self.pre_s + self.late_s) * self.max_fps)) + 1
         self.retention_days = retention_days
+        # A clip still waiting for its post_s this long after its event is written with what it
+        # has ('partial'): the stream's frames stopped (a camera down). Generous, because on a
+        # slow machine a video file at pace fast advances its time slower than the clock.
+        self.stall_s = 3 * self.post_s + 10.0 if stall_s is None else float(stall_s)
+        self._next_stall_check = 0.0
         self.retention_bytes = None if retention_gb is None else int(retention_gb * 1e9)
         self._streams: dict[str, _StreamState] = {}
         self._streams_lock = threading.Lock()
@@ -564,7 +571,7 @@ class EvidenceRecorder(_QueuedSink):
                     if shot.t <= cap.end_t:
                         cap.frames.append(shot)
             while st.inbox:
-                key, event = st.inbox.popleft()
+                key, event, _ = st.inbox.popleft()
                 self._begin(st, key, event, done)
             keep = []
             for cap in st.pending:
@@ -585,8 +592,8 @@ class EvidenceRecorder(_QueuedSink):
                 anchor = shot
                 if shot.index <= index:
                     break
-        cap = _Capture(key, anchor, [s for s in st.ring if s.t >= anchor.t - self.pre_s and s.t <= anchor.t + self.post_s],
-                       anchor.t + self.post_s)
+        cap = _Capture(key, anchor, [s for s in st.ring if anchor.t - self.pre_s <= s.t <= anchor.t + self.post_s],
+                       anchor.t + self.post_s, time.monotonic() + self.stall_s)
         if st.last_t is not None and st.last_t >= cap.end_t:
             done.append(cap)
         elif len(st.pending) >= MAX_PENDING_PER_STREAM:
@@ -609,7 +616,7 @@ class EvidenceRecorder(_QueuedSink):
             if len(st.inbox) >= MAX_INBOX_PER_STREAM:
                 self._bound_hit(key, "the stream's event inbox is full (its frames stopped?)")
             else:
-                st.inbox.append((key, event))
+                st.inbox.append((key, event, time.monotonic()))
         return True
 
     # -- queueing ---------------------------------------------------------------------------
@@ -640,7 +647,7 @@ class EvidenceRecorder(_QueuedSink):
             for st in states:
                 with st.lock:
                     while st.inbox:
-                        key, event = st.inbox.popleft()
+                        key, event, _ = st.inbox.popleft()
                         done: list[_Capture] = []
                         self._begin(st, key, event, done)
                         st.pending.extend(done)
@@ -736,6 +743,30 @@ class EvidenceRecorder(_QueuedSink):
 
     def _idle(self) -> None:
         self._retention()
+        now = time.monotonic()
+        if now >= self._next_stall_check:
+            self._next_stall_check = now + 0.5
+            self._write_stalled(now)
+
+    def _write_stalled(self, now: float) -> None:
+        """Clips (and events in an inbox) of streams whose frames stopped: written as 'partial'
+        once past their deadline (writer thread; each stream's lock held for list work only)."""
+        with self._streams_lock:
+            states = list(self._streams.values())
+        for st in states:
+            stalled: list[_Capture] = []
+            with st.lock:
+                while st.inbox and now - st.inbox[0][2] >= self.stall_s:
+                    key, event, _ = st.inbox.popleft()
+                    done: list[_Capture] = []
+                    self._begin(st, key, event, done)
+                    stalled.extend(done)
+                keep = []
+                for cap in st.pending:
+                    (stalled if now >= cap.deadline else keep).append(cap)
+                st.pending = keep
+            for cap in stalled:
+                self._queue_clip(cap, "partial")
 
     def _finish(self) -> None:
         if self._db is not None:

@@ -356,6 +356,28 @@ def test_too_many_clips_at_once_are_dropped_counted_and_said_in_their_rows(vtest
     assert len(list((folder / "media").glob("*.mp4"))) == 16
 
 
+def test_a_stream_whose_frames_stop_still_gets_its_clip_written(vtest, tmp_path):
+    """A camera that goes dark after an event: its clip cannot collect post_s of frames, so
+    the writer writes it with what it has once stall_s has passed, without waiting for close()."""
+    folder = tmp_path / "ev"
+    recorder = EvidenceRecorder(folder, pre_s=0.5, post_s=5.0, stall_s=0.5)
+    try:
+        t0 = time.monotonic()
+        for i, image in enumerate(vtest_frames(8)):
+            recorder.add_frame("cam", Frame("cam", i, t0 + i / FPS, time.time(), image, pts=i / FPS), image)
+            if i == 5:
+                recorder.on_event(event("cam", 5))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and recorder.stats()["partial"] == 0:
+            time.sleep(0.05)
+        assert not recorder.closed and recorder.stats()["partial"] == 1
+        (row,) = rows(folder)
+        assert row["evidence"] == "partial" and row["clip_frames"] == 8  # frames 0..7: 0.5 s before frame 5, 2 after
+        assert len(decode(folder / row["clip"])[2]) == 8
+    finally:
+        assert recorder.close(30)
+
+
 def test_bad_evidence_folders_are_one_line_errors(tmp_path):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
