@@ -6,9 +6,11 @@ Threads, and what each one owns::
     detect (one per stream)      person detection on the newest frame -> a one-slot hand-off
     pose (one per stream)        top-down pose per box, the tracker, the track histories, the
                                  windows it submits, the annotated frames it hands to sinks
+                                 (and to the evidence ring, with --evidence)
     action-batcher (one)         rasterize + classify windows of every stream together
-    events (one)                 label smoothing, fall state machines, event sinks
-    sink threads                 video writer, event log, webhook, HTTP server
+    events (one)                 label smoothing, fall state machines, event sinks, label changes
+    sink threads                 video writer, event log, label log, webhook, HTTP server,
+                                 evidence writer (snapshots, clips, the SQLite event store)
 
 Detection and pose run in two threads so that, on two cores, the detector works on frame
 n + 1 while the landmark model works on frame n; the ONNX Runtime sessions release the GIL.
