@@ -56,6 +56,10 @@ setup(
         # second install step (and without a "needs the mqtt extra" error path that no test
         # could run). 2.x: the CallbackAPIVersion.VERSION2 callbacks; tested with 2.2.0.
         "paho-mqtt>=2.0,<3",
+        # event clips (realtime/evidence.py): H.264 in MP4 through libx264, which PyAV's wheels
+        # bundle with FFmpeg (OpenCV's writers give mp4v, which browsers do not play). Tested
+        # with av 18.1.
+        "av>=14",
     ],
     # The pose front end's converted networks (see engines/models/MODEL_CARD.md).
     package_data={

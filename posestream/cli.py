@@ -8,6 +8,7 @@ bad option, that missing extra) print one line and exit 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -327,6 +328,16 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http", metavar="HOST:PORT", help="serve status, MJPEG preview and /metrics here "
                    "(127.0.0.1 unless you also give --token)")
     p.add_argument("--token", help="bearer token the HTTP server requires")
+    p.add_argument("--evidence", metavar="DIR", help="keep each event (SQLite events.db) with a snapshot and an "
+                   "H.264 clip under DIR (default ~/.local/share/posestream/evidence, or $XDG_DATA_HOME/posestream/"
+                   "evidence); served at /api/events with --http")
+    p.add_argument("--no-evidence", action="store_true", help="keep no evidence (events go only to the other sinks)")
+    p.add_argument("--pre-s", dest="evidence_pre_s", type=float, help="clip seconds before an event (default 5)")
+    p.add_argument("--post-s", dest="evidence_post_s", type=float, help="clip seconds after an event (default 5)")
+    p.add_argument("--retention-days", type=float, help="delete evidence older than this (default 30)")
+    p.add_argument("--retention-gb", type=float, help="delete the oldest evidence past this size (default 10)")
+    p.add_argument("--labels", dest="labels_out", metavar="FILE|-",
+                   help="one JSON line per label change per track (stream, track, label, score, time, frame)")
     p.add_argument("--show", action="store_true", default=None, help="also show a live window")
     p.add_argument("--pace", choices=PACES, help="video files at their own rate (default) or as fast "
                    "as processed")
@@ -635,7 +646,9 @@ def _run_config(args, **overrides):
     config = load_run_config(getattr(args, "config", None))
     options = {k: getattr(args, k, None) for k in ("model", "engine", "device", "pose", "mode", "video_out",
                                                    "events_out", "webhook", "mqtt", "mqtt_discovery", "http",
-                                                   "token", "show", "pace", "loop", "max_frames")}
+                                                   "token", "show", "pace", "loop", "max_frames", "evidence",
+                                                   "evidence_pre_s", "evidence_post_s", "retention_days",
+                                                   "retention_gb", "labels_out")}
     return config.replace(**options).replace(**overrides)
 
 
@@ -651,6 +664,9 @@ def _print_run_summary(status: dict, out=sys.stderr) -> None:
             top = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
             print(f"{stream} track {key}: {top}", file=out)
     print(f"{len(status['events'])} event(s)", file=out)
+    evidence = status.get("sinks", {}).get("evidence")
+    if evidence:
+        print(f"evidence: {evidence['complete'] + evidence['partial']} clip(s) in {evidence['folder']}", file=out)
     for path in (status.get("video_out") or {}).values():
         print(f"wrote {path}", file=out)
 
@@ -660,6 +676,14 @@ def cmd_run(args) -> int:
     from posestream.realtime.sources import parse_source, probe_source
 
     config = _run_config(args)
+    if args.no_evidence:
+        if args.evidence:
+            raise UsageError("--evidence and --no-evidence contradict each other")
+        config = dataclasses.replace(config, evidence=None)
+    elif config.evidence is None:
+        from posestream.realtime.evidence import default_evidence_dir
+
+        config = config.replace(evidence=default_evidence_dir())
     specs = [parse_source(s) for s in args.sources]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):  # two files with one stem, two cameras...: number them

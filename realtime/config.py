@@ -80,6 +80,15 @@ class RunConfig:
     http: str | None = None        #: "127.0.0.1:8080" serves status, MJPEG preview and /metrics
     token: str | None = None
     draw: bool = True
+    #: folder for events.db and each event's snapshot and clip (posestream.realtime.evidence);
+    #: None: no evidence (``posestream run`` defaults to ~/.local/share/posestream/evidence)
+    evidence: str | None = None
+    evidence_pre_s: float = 5.0    #: clip seconds before the event's frame
+    evidence_post_s: float = 5.0   #: and after it
+    retention_days: float | None = 30.0  #: evidence older than this is deleted (None: kept)
+    retention_gb: float | None = 10.0    #: the oldest evidence goes when the files pass this
+    #: one JSON line per label change per track to this file ("-": stdout), None for none
+    labels_out: str | None = None
 
     def validate(self) -> "RunConfig":
         if self.mode not in MODES:
@@ -105,6 +114,14 @@ class RunConfig:
             raise ValueError("mqtt_discovery (--mqtt-discovery) needs mqtt (--mqtt mqtt://HOST:PORT/PREFIX)")
         if not isinstance(self.fall, dict):
             raise ValueError("fall must be a table of FallStateMachine settings")
+        for name in ("evidence_pre_s", "evidence_post_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 60:
+                raise ValueError(f"{name} must be a number of seconds in 0..60, got {value!r}")
+        for name in ("retention_days", "retention_gb"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise ValueError(f"{name} must be a number > 0 (or unset for no limit), got {value!r}")
         if not isinstance(self.action_events, list) or not all(isinstance(r, dict) for r in self.action_events):
             raise ValueError("action_events must be a list of tables (label, min_score, min_duration_s)")
         return self

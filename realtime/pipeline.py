@@ -6,9 +6,11 @@ Threads, and what each one owns::
     detect (one per stream)      person detection on the newest frame -> a one-slot hand-off
     pose (one per stream)        top-down pose per box, the tracker, the track histories, the
                                  windows it submits, the annotated frames it hands to sinks
+                                 (and to the evidence ring, with --evidence)
     action-batcher (one)         rasterize + classify windows of every stream together
-    events (one)                 label smoothing, fall state machines, event sinks
-    sink threads                 video writer, event log, webhook, HTTP server
+    events (one)                 label smoothing, fall state machines, event sinks, label changes
+    sink threads                 video writer, event log, label log, webhook, HTTP server,
+                                 evidence writer (snapshots, clips, the SQLite event store)
 
 Detection and pose run in two threads so that, on two cores, the detector works on frame
 n + 1 while the landmark model works on frame n; the ONNX Runtime sessions release the GIL.
@@ -68,6 +70,8 @@ STALE_KEY_S = 60.0
 #: events thread; and for each sink to close.
 JOIN_TIMEOUT_S = 10.0
 SINK_CLOSE_TIMEOUT_S = 10.0
+#: The evidence writer may still be encoding a few clips (about a second each) when stop() comes.
+EVIDENCE_CLOSE_TIMEOUT_S = 60.0
 
 
 class LabelBoard:
@@ -139,7 +143,8 @@ class StreamWorker:
                  results: "queue.Queue[WindowResult]", labels: LabelBoard, metrics: Metrics,
                  frame_sinks: Sequence[Callable[[str, np.ndarray], Any]] = (), fps_hint: float | None = None,
                  forget: Callable[[str, list], Any] | None = None,
-                 estimator_factory: Callable[[], Any] | None = None, policy: StagePolicy | None = None):
+                 estimator_factory: Callable[[], Any] | None = None, policy: StagePolicy | None = None,
+                 evidence: Any = None):
         from posestream.realtime.windows import StreamTracks
 
         self.name = name
@@ -155,6 +160,8 @@ class StreamWorker:
         self.labels = labels
         self.metrics = metrics
         self.frame_sinks = list(frame_sinks)
+        # an EvidenceRecorder: given each annotated frame with its Frame (index and time)
+        self.evidence = evidence
         self._fps_hint = fps_hint
         self.tracker = self._new_tracker()
         self.tracks = StreamTracks(name, keep_s=config.keep_s)
@@ -360,6 +367,8 @@ class StreamWorker:
         annotated = self._annotate(frame, tracks)
         for sink in self.frame_sinks:
             sink(self.name, annotated)
+        if self.evidence is not None:
+            self.evidence.add_frame(self.name, frame, annotated)
 
     def _run_stage(self, stage: str, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
         supervisor = self.stages[stage]
@@ -390,7 +399,7 @@ class StreamWorker:
         self._lat["pose"].observe(t1 - t0)
         self._lat["track"].observe(t2 - t1)
         self._lat["window"].observe(t3 - t2)
-        if self.frame_sinks:  # on failure this frame is missing from the video and the preview
+        if self.frame_sinks or self.evidence is not None:  # on failure: missing from video, preview, evidence
             self._run_stage("draw", self._draw, frame, tracks)
         self.counts["frames_processed"] += 1
         self._frames_total.inc()
@@ -497,6 +506,7 @@ class Runtime:
         self._closers: list[tuple[str, Callable[[], Any], Callable[[], bool]]] = []
         self.preview = None
         self.server = None
+        self.evidence = None   # an EvidenceRecorder with --evidence
         factory = estimator_factory or (lambda: default_estimator(self.config))
         self.readers = [FrameReader(s, pace=self.config.pace, loop=self.config.loop,
                                     rtsp_transport=self.config.rtsp_transport, max_frames=self.config.max_frames)
@@ -505,7 +515,8 @@ class Runtime:
         self._forget: "queue.Queue[tuple[str, list]]" = queue.Queue(maxsize=FORGET_QUEUE_SIZE)
         self.workers = [StreamWorker(s.name, r, factory(), self.batcher, self.config, self.results, self.labels,
                                      self.metrics, self._frame_sinks, fps_hint=_nominal_fps(r),
-                                     forget=self._forget_tracks, estimator_factory=factory, policy=stage_policy)
+                                     forget=self._forget_tracks, estimator_factory=factory, policy=stage_policy,
+                                     evidence=self.evidence)
                         for s, r in zip(self.sources, self.readers)]
         self.not_finished: list[str] = []  # what stop() left running
         self._event_logic: dict[str, Any] = {}
@@ -563,12 +574,31 @@ class Runtime:
             self._closers.append(("mqtt", functools.partial(broker.close, SINK_CLOSE_TIMEOUT_S),
                                   lambda: broker.finished))
             self.sinks["mqtt"] = broker
+        if cfg.evidence:
+            from posestream.realtime.evidence import EvidenceRecorder
+
+            recorder = self.evidence = EvidenceRecorder(
+                cfg.evidence, pre_s=cfg.evidence_pre_s, post_s=cfg.evidence_post_s,
+                retention_days=cfg.retention_days, retention_gb=cfg.retention_gb, metrics=self.metrics)
+            self._event_sinks.append(recorder.on_event)
+            self._closers.append(("evidence", functools.partial(recorder.close, EVIDENCE_CLOSE_TIMEOUT_S),
+                                  lambda: recorder.finished))
+            self.sinks["evidence"] = recorder
+        if cfg.labels_out:
+            # one JSON line per label change: the same contract (events.label_change) as MQTT's
+            labels = sinks.EventLog(None if cfg.labels_out == "-" else cfg.labels_out, metrics=self.metrics,
+                                    name="labels")
+            self.on_label_change.append(labels.emit)
+            self._closers.append(("labels", functools.partial(labels.close, SINK_CLOSE_TIMEOUT_S),
+                                  lambda: labels.finished))
+            self.sinks["labels"] = labels
         if cfg.http:
             host, _, port = cfg.http.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"--http {cfg.http}: expected HOST:PORT, e.g. 127.0.0.1:8080")
             self.server = sinks.StatusServer(host, int(port), token=cfg.token, status_fn=self.status,
-                                             metrics=self.metrics, preview_fn=self.preview.get)
+                                             metrics=self.metrics, preview_fn=self.preview.get,
+                                             events=None if self.evidence is None else self.evidence.store)
             server = self.server
             self._closers.insert(0, ("http", functools.partial(server.close, SINK_CLOSE_TIMEOUT_S),
                                      lambda: not server.alive))

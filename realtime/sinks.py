@@ -16,7 +16,8 @@ joins it.
 :class:`WebhookSink`   events -> one JSON POST each, bounded retries with backoff
 :class:`PreviewStore`  the latest JPEG of each stream, encoded at most ``max_fps`` a second
 :class:`StatusServer`  ``/`` (HTML), ``/status`` (JSON), ``/metrics`` (Prometheus),
-                       ``/preview/<stream>.mjpg`` (MJPEG) and ``/preview/<stream>.jpg``
+                       ``/preview/<stream>.mjpg`` (MJPEG) and ``/preview/<stream>.jpg``;
+                       with an event store, the events API (``/api/events``...)
 =====================  ======================================================================
 
 A frame handed to :meth:`VideoSink.write` is not copied: the sink owns it from then on, so the
@@ -63,6 +64,7 @@ __all__ = [
     "StatusServer",
     "jsonable",
     "event_json",
+    "encode_jpeg",
     "VIDEO_EXTENSIONS",
 ]
 
@@ -241,6 +243,7 @@ class _QueuedSink:
                         if not self._items:  # a producer may have appended just before closing
                             return
                         continue
+                    self._idle()
                     time.sleep(self._IDLE_POLL_S)
                     continue
                 try:
@@ -261,6 +264,10 @@ class _QueuedSink:
 
     def _finish(self) -> None:
         pass
+
+    def _idle(self) -> None:
+        """Called on the thread whenever the queue is empty (every few ms): for housekeeping
+        that must happen without items too; keep it cheap."""
 
     def _on_unexpected_error(self) -> None:
         pass
@@ -715,6 +722,21 @@ def _check_webhook_url(url: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def encode_jpeg(frame_bgr: np.ndarray, quality: int, max_width: int | None = None) -> bytes:
+    """The frame as JPEG bytes, scaled down (INTER_AREA) to ``max_width`` pixels first when
+    wider. Raises on a frame :func:`to_bgr_uint8` cannot convert or a failed encode."""
+    cv2 = _cv2()
+    image = to_bgr_uint8(frame_bgr)
+    h, w = image.shape[:2]
+    if max_width is not None and w > max_width:
+        size = (max_width, max(1, round(h * max_width / w)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("cv2.imencode returned False")
+    return buf.tobytes()
+
+
 class PreviewStore:
     """The latest JPEG of each stream, for the status server's previews (its ``get`` is the
     server's ``preview_fn``).
@@ -749,22 +771,13 @@ class PreviewStore:
                 self._counts["skipped"] += 1
                 return False
             self._next_due[stream] = now + self.min_interval_s
-        cv2 = _cv2()
         try:
-            image = to_bgr_uint8(frame_bgr)
-            h, w = image.shape[:2]
-            if self.max_width is not None and w > self.max_width:
-                size = (self.max_width, max(1, round(h * self.max_width / w)))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-            if not ok:
-                raise ValueError("cv2.imencode returned False")
+            data = encode_jpeg(frame_bgr, self.quality, self.max_width)
         except Exception as exc:  # a bad frame costs its preview, not the pipeline
             with self._lock:
                 self._counts["failed"] += 1
             self._warn_failure("preview of %s: encoding a frame failed: %s", stream, first_line(exc))
             return False
-        data = buf.tobytes()
         with self._lock:
             self._jpegs[stream] = data
             self._counts["encoded"] += 1
@@ -810,6 +823,29 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+#: Events per page of ``GET /api/events`` at most.
+MAX_EVENTS_PAGE = 500
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``bytes=A-B`` / ``bytes=A-`` / ``bytes=-N`` -> (first, last) within ``size``; None for
+    no header, several ranges or one that does not fit (the whole file is sent then)."""
+    if not header or not header.startswith("bytes=") or "," in header or size == 0:
+        return None
+    first, sep, last = header[6:].strip().partition("-")
+    if not sep:
+        return None
+    try:
+        if first == "":
+            n = int(last)
+            return (max(0, size - n), size - 1) if n > 0 else None
+        a = int(first)
+        b = size - 1 if last == "" else min(int(last), size - 1)
+    except ValueError:
+        return None
+    return (a, b) if 0 <= a <= b else None
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a client streaming MJPEG must not keep the process alive
     owner: "StatusServer"
@@ -838,23 +874,44 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("status server: %s " + fmt, self.client_address[0], *args)
 
     def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        # read (a bounded part of) the body, so that closing the connection with unread bytes
+        # does not reset it under the client before it reads the answer
+        try:
+            length = min(int(self.headers.get("Content-Length") or 0), 64 * 1024)
+        except ValueError:
+            length = 0
+        if length > 0:
+            self.rfile.read(length)
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
         app = self.server.owner
         app._count("requests")
         self._headers_sent = False
         try:
             url = urllib.parse.urlsplit(self.path)
             query = urllib.parse.parse_qs(url.query)
+            # one rule for every method and path: with a token, nothing without it
             if not app._authorized(self.headers.get("Authorization"), query.get("token", [None])[0]):
                 app._count("unauthorized")
                 self._send(401, "text/plain; charset=utf-8", b"401 unauthorized: send Authorization: Bearer "
                            b"<token> or ?token=<token>\n", {"WWW-Authenticate": 'Bearer realm="posestream"'})
                 return
-            self._route(app, urllib.parse.unquote(url.path), query)
+            path = urllib.parse.unquote(url.path)
+            if path == "/api/events" or path.startswith("/api/events/"):
+                self._events_api(app, method, path, query)
+            elif method == "GET":
+                self._route(app, path, query)
+            else:
+                self._send(405, "text/plain; charset=utf-8", b"405 method not allowed\n", {"Allow": "GET"})
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             log.debug("status server: %s went away", self.client_address[0])
         except Exception:
             app._count("errors")
-            log.exception("status server: GET %s failed", self.path)
+            log.exception("status server: %s %s failed", method, self.path)
             if not self._headers_sent:
                 try:
                     self._send(500, "text/plain; charset=utf-8", b"500 internal error (see the server log)\n")
@@ -879,6 +936,67 @@ class _Handler(BaseHTTPRequestHandler):
             self._mjpeg(app, path[len("/preview/"):-len(".mjpg")])
         else:
             self._not_found()
+
+    # The events API (with --evidence). Ids are digits only and files are looked up by id in
+    # the store, which serves only files inside its media folder: a path in the URL is never
+    # joined to a folder. Everything but the media is JSON, so a stream named <script> stays text.
+
+    def _events_api(self, app: "StatusServer", method: str, path: str, query: dict) -> None:
+        store = app.events
+        if store is None:
+            return self._json(404, {"error": "no event store: start the run with --evidence DIR"})
+        parts = path.split("/")[3:]  # "", "api", "events", ...
+        if not parts:
+            if method != "GET":
+                return self._json(405, {"error": "GET /api/events"}, {"Allow": "GET"})
+            try:
+                limit = int(query.get("limit", ["50"])[0])
+                before = query.get("before", [None])[0]
+                before = None if before is None else int(before)
+            except ValueError:
+                return self._json(400, {"error": "limit and before must be integers"})
+            if not 1 <= limit <= MAX_EVENTS_PAGE:
+                return self._json(400, {"error": f"limit must be in 1..{MAX_EVENTS_PAGE}"})
+            page = store.list_events(limit=limit, before=before, stream=query.get("stream", [None])[0])
+            return self._json(200, page)
+        event_id = int(parts[0]) if len(parts) <= 2 and parts[0].isascii() and parts[0].isdigit() \
+            and len(parts[0]) < 19 else None
+        if event_id is None:
+            return self._json(404, {"error": "no such event (ids are integers: /api/events/<id>)"})
+        what = parts[1] if len(parts) == 2 else ""
+        allowed = "POST" if what == "ack" else "GET"
+        if what not in ("", "ack", "snapshot.jpg", "clip.mp4"):
+            return self._json(404, {"error": "no such resource (snapshot.jpg, clip.mp4, ack)"})
+        if method != allowed:
+            return self._json(405, {"error": f"use {allowed}"}, {"Allow": allowed})
+        if what == "":
+            event = store.get(event_id)
+        elif what == "ack":
+            event = store.ack(event_id)
+        else:
+            media = store.media_file(event_id, "snapshot" if what == "snapshot.jpg" else "clip")
+            if media is None:
+                return self._json(404, {"error": f"event {event_id} has no {what}"})
+            return self._send_file(media, "image/jpeg" if what == "snapshot.jpg" else "video/mp4")
+        if event is None:
+            return self._json(404, {"error": f"no event {event_id}"})
+        self._json(200, event)
+
+    def _json(self, code: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        data = json.dumps(jsonable(body), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        self._send(code, "application/json; charset=utf-8", data,
+                   {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store", **(headers or {})})
+
+    def _send_file(self, path: Path, ctype: str) -> None:
+        """A whole evidence file (a few MB at most); ``Range`` requests get 206, which some
+        browsers need to seek in (or even play) an MP4."""
+        data = path.read_bytes()
+        headers = {"X-Content-Type-Options": "nosniff", "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+        wanted = _byte_range(self.headers.get("Range"), len(data))
+        if wanted is None:
+            return self._send(200, ctype, data, headers)
+        start, end = wanted
+        self._send(206, ctype, data[start:end + 1], {**headers, "Content-Range": f"bytes {start}-{end}/{len(data)}"})
 
     def _mjpeg(self, app: "StatusServer", stream: str) -> None:
         jpeg = app._preview(stream)
@@ -936,11 +1054,18 @@ class StatusServer:
 
     The stream list of the HTML page comes from ``status_fn()["streams"]``: a dict keyed by
     stream name, or a list of names or of dicts with a ``"name"`` or ``"stream"`` key.
+
+    With ``events`` (a :class:`posestream.realtime.evidence.EventStore`), the events API:
+    ``GET /api/events?limit=50&before=ID&stream=NAME`` (newest first; ``next_before`` pages
+    on), ``GET /api/events/<id>``, ``GET /api/events/<id>/snapshot.jpg``, ``GET
+    /api/events/<id>/clip.mp4`` (``Range`` requests answered) and ``POST
+    /api/events/<id>/ack``; the same token rule applies.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None,
                  status_fn: Callable[[], dict], metrics: Metrics,
-                 preview_fn: Callable[[str], bytes | None] | None = None, max_preview_clients: int = 8):
+                 preview_fn: Callable[[str], bytes | None] | None = None, max_preview_clients: int = 8,
+                 events: Any = None):
         host = host.strip()
         if host.startswith("[") and host.endswith("]"):  # "[::1]" as written in a URL
             host = host[1:-1]
@@ -955,6 +1080,8 @@ class StatusServer:
         self.status_fn = status_fn
         self.metrics = metrics
         self.preview_fn = preview_fn
+        # an EventStore (posestream.realtime.evidence): serves /api/events; None: 404 there
+        self.events = events
         self.max_preview_clients = max_preview_clients
         self._token = None if token is None else token.encode("utf-8")
         self._stopping = threading.Event()

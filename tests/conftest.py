@@ -29,3 +29,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def evidence_outside_home(tmp_path_factory):
+    """`posestream run` keeps evidence in $XDG_DATA_HOME/posestream/evidence by default: point
+    that (for this process and the runs it starts) at a temporary folder, not the user's home."""
+    import os
+
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg_data"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old

@@ -274,7 +274,9 @@ def test_a_run_publishes_events_label_changes_availability_and_discovery(broker,
         assert change["label"] in runtime.engine.class_names or (change["label"] is None and change["score"] is None)
         assert last.get(change["track_id"], "-") != change["label"]
         last[change["track_id"]] = change["label"]
-    # availability: online while running, offline after the clean stop; both retained
+    # availability: online while running, offline after the clean stop; both retained (the
+    # broker relays the stop's offline to the subscriber a moment after stop() returns)
+    assert wait_until(lambda: len(sub.on("ps/test/status")) >= 2, 5)
     assert [p for p, _ in sub.on("ps/test/status")] == [b"online", b"offline"]
     late = Subscriber(broker.port, ["ps/test/status", "homeassistant/#"])
     try:
