@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the services the tests start for real (each test starts its own instance on a free
-# loopback port and kills it by PID): Debian's `mosquitto` MQTT broker for tests/test_mqtt.py.
+# loopback port and kills it by PID): Debian's `mosquitto` MQTT broker for tests/test_mqtt.py,
+# and Debian's `chromium`, the real browser that plays event clips in tests/test_evidence.py.
 # Idempotent and quick when already installed: it checks for the binary first. Runs
 # `apt-get update` only when the install fails without it. Needs apt-get (Debian/Ubuntu) and
 # root, or sudo when not root. The package's own service is not needed (the tests run
@@ -8,15 +9,16 @@
 # started anyway.
 set -eu
 
-packages="mosquitto"
+packages="mosquitto chromium"
 
 have_all() {
     # Debian puts it in /usr/sbin, which a non-root PATH may lack
-    command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]
+    { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } &&
+        command -v chromium >/dev/null 2>&1
 }
 
 if have_all; then
-    echo "setup_services: mosquitto is already installed"
+    echo "setup_services: $packages already installed"
     exit 0
 fi
 
@@ -50,7 +52,7 @@ fi
 
 if ! have_all; then
     cat "$log" >&2
-    echo "setup_services: installed $packages but no mosquitto binary was found" >&2
+    echo "setup_services: installed $packages but a binary (mosquitto, chromium) was not found" >&2
     exit 1
 fi
 echo "setup_services: installed $packages"

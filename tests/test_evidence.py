@@ -512,11 +512,16 @@ def test_ctrl_c_writes_the_clips_still_collecting_frames_as_partial(vtest, tmp_p
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (Debian: apt-get install chromium)")
 def test_a_browser_plays_the_clip_from_the_api(hostile_store, tmp_path):
     """Headless Chromium loads an event's clip from the events API into a <video> and plays it
     to the end. --dump-dom dumps the page at its load event, so an image from a local server
-    that answers after 6 s holds that event back while the (2 s) clip plays."""
+    that answers after 6 s holds that event back while the (2 s) clip plays. Skips without
+    chromium (tests/setup_services.sh installs it), fails instead with POSESTREAM_REQUIRE_SERVICES=1."""
+    if CHROMIUM is None:
+        why = "no chromium on this machine (sh tests/setup_services.sh, or apt-get install chromium)"
+        if os.environ.get("POSESTREAM_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"POSESTREAM_REQUIRE_SERVICES=1 but {why}")
+        pytest.skip(why)
     folder, _ = hostile_store
     store = EventStore(folder)
     server = StatusServer("127.0.0.1", 0, status_fn=lambda: {"streams": []}, metrics=Metrics(), events=store).start()
