@@ -67,6 +67,8 @@ setup(
                                # the CUDA rasterizer's source, compiled at run time with NVRTC
                                "kernels/*.cu"],
         # PYSKL-format training configs, runnable by name (posestream train ntu60_xsub_joint).
+        # the operator's dashboard that --http serves at /
+        "posestream.realtime": ["static/*.html", "static/*.js", "static/*.css"],
         "posestream.train": ["configs/*.py", "configs/label_maps/*.txt",
                              # the front end's measured errors the generator's noise model is checked against
                              "data/front_end_measured.json"],
@@ -77,7 +79,9 @@ setup(
         # an already-installed build instead of pulling a CUDA one. torch.onnx's dynamo exporter
         # builds the graph with onnxscript (tested with 0.7).
         "train": ["torch>=2.1", "onnxscript>=0.4"],
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # playwright drives a real browser (Debian's chromium, not Playwright's own download)
+        # through the dashboard in tests/test_dashboard.py; tested with 1.65.
+        "test": ["pytest>=7", "hypothesis>=6", "playwright>=1.40"],
         "tensorboard": ["tensorboard>=2.10"],
         # physics falls for `posestream synth` (train/data/ragdoll.py): MuJoCo simulates the CMU
         # humanoid of dm-control. Only dm-control's model file is used, and its own dependencies

@@ -36,12 +36,14 @@ import logging
 import math
 import re
 import threading
+import time
 from collections import deque
 from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_LATENCY_BUCKETS", "LatencyStats", "Counter", "Gauge", "Metrics"]
+__all__ = ["DEFAULT_LATENCY_BUCKETS", "STAGE_LATENCY", "LatencyStats", "LatencyHistory", "Counter", "Gauge",
+           "Metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ log = logging.getLogger(__name__)
 DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
+
+#: The per-stage latency histogram of the realtime path (labels ``stream``, ``stage``).
+STAGE_LATENCY = "posestream_stage_latency_seconds"
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -111,6 +116,16 @@ class LatencyStats:
     def rejected(self) -> int:
         with self._lock:
             return self._rejected
+
+    def recent_since(self, seen: int) -> tuple[int, list[float]]:
+        """``(count, observations)``: the observations (seconds) made after the first ``seen``
+        ones, as far as the reservoir still holds them, and the count to pass next time. A
+        sampler that calls this every few seconds gets the percentiles of each interval alone."""
+        with self._lock:
+            count = self._count
+            new = min(max(count - int(seen), 0), len(self._recent))
+            tail = list(self._recent)[len(self._recent) - new:] if new else []
+        return count, tail
 
     def histogram(self) -> tuple[list[tuple[float, int]], float, int]:
         """``([(upper bound, cumulative count), ..., (inf, count)], sum, count)``, read
@@ -245,6 +260,13 @@ class Metrics:
                 obj = family.series[key] = cls()
             return obj
 
+    def series(self, name: str) -> list[tuple[dict[str, str], Counter | Gauge | LatencyStats]]:
+        """Every series of the metric ``name`` as ``(labels, object)``, in creation order;
+        empty when nothing asked for ``name`` yet."""
+        with self._lock:
+            family = self._families.get(name)
+            return [] if family is None else [(dict(key), obj) for key, obj in family.series.items()]
+
     def _families_copy(self) -> list[tuple[_Family, list]]:
         with self._lock:
             return [(f, list(f.series.items())) for f in self._families.values()]
@@ -315,3 +337,99 @@ def _format_value(v: float) -> str:
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
     return repr(v)
+
+
+class LatencyHistory:
+    """Per-interval p50/p95 of every series of one latency histogram over the last ``keep_s``
+    seconds: what the dashboard's latency chart draws (``GET /api/latency``).
+
+    Each :meth:`sample` (every ``interval_s`` on the thread of :meth:`start`, or called by hand)
+    takes, for every series of ``name``, the observations made since the previous sample
+    (:meth:`LatencyStats.recent_since`) and keeps their p50, p95 and count, so a point is that
+    interval alone, not a mix with older ones. An interval in which a series saw nothing keeps
+    no point for it (a gap in its line, not a zero). Memory is bounded: at most
+    ``keep_s / interval_s`` points per series.
+    """
+
+    def __init__(self, metrics: "Metrics", name: str = STAGE_LATENCY, *, interval_s: float = 2.0,
+                 keep_s: float = 600.0):
+        if not (math.isfinite(interval_s) and interval_s > 0 and math.isfinite(keep_s) and keep_s >= interval_s):
+            raise ValueError(f"latency history: need 0 < interval_s <= keep_s, got {interval_s!r}, {keep_s!r}")
+        self.metrics = metrics
+        self.name = name
+        self.interval_s = float(interval_s)
+        self.keep_s = float(keep_s)
+        self._maxlen = int(math.ceil(keep_s / interval_s)) + 1
+        self._lock = threading.Lock()
+        # labels (sorted tuple) -> [observations seen, deque of (ts, p50_ms, p95_ms, count)]
+        self._series: dict[tuple[tuple[str, str], ...], list] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self, ts: float | None = None) -> int:
+        """Take one point per series that saw observations since the last sample (``ts``:
+        its epoch time, default now); returns how many points were added."""
+        ts = time.time() if ts is None else float(ts)
+        added = 0
+        for labels, stats in self.metrics.series(self.name):
+            if not isinstance(stats, LatencyStats):
+                continue
+            key = tuple(sorted(labels.items()))
+            with self._lock:
+                entry = self._series.get(key)
+                if entry is None:
+                    # a series first met now: all it saw so far falls in this interval
+                    entry = self._series[key] = [0, deque(maxlen=self._maxlen)]
+            seen, points = entry
+            count, new = stats.recent_since(seen)
+            entry[0] = count
+            if not new:
+                continue
+            p50, p95 = np.percentile(np.asarray(new, dtype=np.float64), (50, 95)) * 1000.0
+            with self._lock:
+                points.append((ts, float(p50), float(p95), len(new)))
+            added += 1
+        return added
+
+    def snapshot(self, *, stream: str | None = None, now: float | None = None) -> dict:
+        """``{"metric", "interval_s", "keep_s", "now", "series": [{labels..., "ts": [...],
+        "p50_ms": [...], "p95_ms": [...], "count": [...]}]}``: the points of the last
+        ``keep_s`` seconds, oldest first, of every series (of ``stream`` only, if given)."""
+        now = time.time() if now is None else float(now)
+        oldest = now - self.keep_s
+        out = []
+        with self._lock:
+            items = [(key, list(entry[1])) for key, entry in self._series.items()]
+        for key, points in items:
+            labels = dict(key)
+            if stream is not None and labels.get("stream") != stream:
+                continue
+            points = [p for p in points if p[0] >= oldest]
+            out.append({**labels, "ts": [round(p[0], 3) for p in points],
+                        "p50_ms": [round(p[1], 3) for p in points], "p95_ms": [round(p[2], 3) for p in points],
+                        "count": [p[3] for p in points]})
+        return {"metric": self.name, "interval_s": self.interval_s, "keep_s": self.keep_s, "now": round(now, 3),
+                "series": out}
+
+    def start(self) -> "LatencyHistory":
+        """Sample every ``interval_s`` on a daemon thread until :meth:`close`."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="posestream-latency-history", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        self.sample()  # the observations so far count as the first interval
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sample()
+            except Exception:  # a sampling bug must not end the history silently mid-run
+                log.exception("latency history: sampling failed")
+
+    def close(self, timeout: float | None = 2.0) -> bool:
+        """Stop the sampling thread; True when it ended within ``timeout``."""
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

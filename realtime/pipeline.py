@@ -40,7 +40,7 @@ from posestream.realtime.batcher import ActionBatcher, WindowJob, WindowResult
 from posestream.realtime.config import RunConfig
 from posestream.realtime.frames import Frame
 from posestream.engines.pose import sanitize_people
-from posestream.realtime.metrics import Metrics
+from posestream.realtime.metrics import STAGE_LATENCY, Metrics
 from posestream.realtime.supervision import StagePolicy, StageSupervisor, health_of
 from posestream.realtime.tracker import CONFIRMED, ByteTracker
 
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Runtime", "StreamWorker", "LabelBoard"]
 
-STAGE_LATENCY = "posestream_stage_latency_seconds"
 #: The shipped default action model, in posestream/engines/models (see x3d_s_synthetic.md there).
 DEFAULT_ACTION_MODEL = "x3d_s_synthetic.onnx"
 STAGE_HELP = "latency of each pipeline stage, per frame or window"

@@ -15,9 +15,10 @@ joins it.
 :class:`EventLog`      events -> JSON lines, appended to a file or written to stdout
 :class:`WebhookSink`   events -> one JSON POST each, bounded retries with backoff
 :class:`PreviewStore`  the latest JPEG of each stream, encoded at most ``max_fps`` a second
-:class:`StatusServer`  ``/`` (HTML), ``/status`` (JSON), ``/metrics`` (Prometheus),
-                       ``/preview/<stream>.mjpg`` (MJPEG) and ``/preview/<stream>.jpg``;
-                       with an event store, the events API (``/api/events``...)
+:class:`StatusServer`  ``/`` (the dashboard), ``/status`` (JSON), ``/metrics`` (Prometheus),
+                       ``/api/latency`` (the latency chart's history), ``/preview/<stream>.mjpg``
+                       (MJPEG) and ``/preview/<stream>.jpg``; with an event store, the
+                       events API (``/api/events``...)
 =====================  ======================================================================
 
 A frame handed to :meth:`VideoSink.write` is not copied: the sink owns it from then on, so the
@@ -30,6 +31,7 @@ import base64
 import hmac
 import html
 import http.client
+import importlib.resources
 import ipaddress
 import collections
 import json
@@ -53,7 +55,7 @@ import numpy as np
 
 from posestream.errors import first_line
 from posestream.realtime.frames import to_bgr_uint8
-from posestream.realtime.metrics import Metrics
+from posestream.realtime.metrics import STAGE_LATENCY, LatencyHistory, Metrics
 
 __all__ = [
     "SinkError",
@@ -827,6 +829,37 @@ def _is_loopback(host: str) -> bool:
 MAX_EVENTS_PAGE = 500
 
 
+#: The dashboard's files (``realtime/static/``, package data) by extension.
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".css": "text/css; charset=utf-8"}
+#: The dashboard page may load and connect to its own server only: no inline script, no other
+#: origin, so even a name that slipped past the escaping could not run as script.
+DASHBOARD_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
+                 "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+#: Where the dashboard page puts the token query (``?token=...``) of its own links.
+_TOKEN_QUERY_MARK = "__TOKEN_QUERY__"
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """``{file name: (bytes, content type)}`` of the dashboard's files, read once per process. A
+    request is looked up by name in this table; a path from a URL is never joined to a folder."""
+    global _STATIC
+    if _STATIC is None:
+        folder = importlib.resources.files("posestream.realtime") / "static"
+        table = {}
+        for entry in folder.iterdir():
+            ctype = STATIC_TYPES.get(Path(entry.name).suffix)
+            if ctype is not None and entry.is_file():
+                table[entry.name] = (entry.read_bytes(), ctype)
+        if "index.html" not in table:
+            raise SinkError(f"status server: the dashboard's files are missing from {folder} (a broken install?)")
+        _STATIC = table
+    return _STATIC
+
+
+_STATIC: dict[str, tuple[bytes, str]] | None = None
+
+
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``bytes=A-B`` / ``bytes=A-`` / ``bytes=-N`` -> (first, last) within ``size``; None for
     no header, several ranges or one that does not fit (the whole file is sent then)."""
@@ -920,7 +953,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, app: "StatusServer", path: str, query: dict) -> None:
         if path in ("/", "/index.html"):
+            self._send(200, "text/html; charset=utf-8", app._dashboard_html(query.get("token", [None])[0]),
+                       {"Content-Security-Policy": DASHBOARD_CSP, "X-Content-Type-Options": "nosniff",
+                        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+        elif path.startswith("/static/"):
+            found = _static_files().get(path[len("/static/"):])
+            if found is None or path == "/static/index.html":  # the page itself only at / (with its token)
+                self._not_found()
+            else:
+                self._send(200, found[1], found[0], {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+        elif path == "/previews":
             self._send(200, "text/html; charset=utf-8", app._index_html(query.get("token", [None])[0]))
+        elif path == "/api/latency":
+            if app.latency_history is None:
+                return self._json(404, {"error": "no latency history on this server"})
+            self._json(200, app.latency_history.snapshot(stream=query.get("stream", [None])[0]))
         elif path == "/status":
             body = json.dumps(jsonable(app.status_fn()), ensure_ascii=False, allow_nan=False, indent=1)
             self._send(200, "application/json", body.encode("utf-8"))
@@ -1043,16 +1090,20 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class StatusServer:
-    """The run's HTTP endpoint: ``/`` (HTML, the streams with their previews), ``/status``
-    (``status_fn()`` as JSON), ``/metrics`` (Prometheus text 0.0.4), ``/preview/<stream>.mjpg``
-    (an MJPEG stream of ``preview_fn(stream)``) and ``/preview/<stream>.jpg`` (one JPEG).
+    """The run's HTTP endpoint: ``/`` (the operator's dashboard: ``realtime/static/``, its
+    scripts and styles at ``/static/<name>``), ``/previews`` (a plain HTML list of the previews,
+    no script needed), ``/status`` (``status_fn()`` as JSON), ``/metrics`` (Prometheus text
+    0.0.4), ``/api/latency?stream=NAME`` (per-interval p50/p95 of ``latency_metric`` over the
+    last ``latency_keep_s`` seconds, sampled every ``latency_interval_s``: the dashboard's chart),
+    ``/preview/<stream>.mjpg`` (an MJPEG stream of ``preview_fn(stream)``) and
+    ``/preview/<stream>.jpg`` (one JPEG).
 
     It binds at construction (``port=0`` picks a free port; ``.port`` is the real one) and
     serves from ``start()`` until ``close()``, one daemon thread per request. Binding to an
     address other than loopback needs a ``token``; with a token every request needs
     ``Authorization: Bearer <token>`` or ``?token=<token>``, else 401.
 
-    The stream list of the HTML page comes from ``status_fn()["streams"]``: a dict keyed by
+    The stream list of ``/previews`` comes from ``status_fn()["streams"]``: a dict keyed by
     stream name, or a list of names or of dicts with a ``"name"`` or ``"stream"`` key.
 
     With ``events`` (a :class:`posestream.realtime.evidence.EventStore`), the events API:
@@ -1065,7 +1116,8 @@ class StatusServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None,
                  status_fn: Callable[[], dict], metrics: Metrics,
                  preview_fn: Callable[[str], bytes | None] | None = None, max_preview_clients: int = 8,
-                 events: Any = None):
+                 events: Any = None, latency_metric: str | None = STAGE_LATENCY,
+                 latency_interval_s: float = 2.0, latency_keep_s: float = 600.0):
         host = host.strip()
         if host.startswith("[") and host.endswith("]"):  # "[::1]" as written in a URL
             host = host[1:-1]
@@ -1083,6 +1135,11 @@ class StatusServer:
         # an EventStore (posestream.realtime.evidence): serves /api/events; None: 404 there
         self.events = events
         self.max_preview_clients = max_preview_clients
+        # the latency chart's points, sampled from `metrics` while the server runs
+        self.latency_history = (None if latency_metric is None else
+                                LatencyHistory(metrics, latency_metric, interval_s=latency_interval_s,
+                                               keep_s=latency_keep_s))
+        _static_files()  # a broken install is an error now, not a 500 at the first page view
         self._token = None if token is None else token.encode("utf-8")
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -1110,6 +1167,8 @@ class StatusServer:
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                             name="posestream-status-server", daemon=True)
             self._thread.start()
+            if self.latency_history is not None:
+                self.latency_history.start()
         return self
 
     def close(self, timeout: float | None = 5.0) -> bool:
@@ -1117,6 +1176,8 @@ class StatusServer:
         when the serving thread ended within ``timeout`` (else it is logged, and :attr:`alive`)."""
         self._stopping.set()
         done = True
+        if self.latency_history is not None:
+            done = self.latency_history.close(timeout)
         if self._thread is not None:
             self._server.shutdown()  # waits for serve_forever to return (only if it runs)
             self._thread.join(timeout)
@@ -1172,7 +1233,15 @@ class StatusServer:
             self._counts["preview_clients"] += delta
             return True
 
+    def _dashboard_html(self, query_token: str | None) -> bytes:
+        """The dashboard page; its own links (script, style, the no-script page) carry the
+        token when it came in the query (a browser sends no header for them)."""
+        page = _static_files()["index.html"][0].decode("utf-8")
+        suffix = "?token=" + urllib.parse.quote(query_token, safe="") if query_token else ""
+        return page.replace(_TOKEN_QUERY_MARK, html.escape(suffix)).encode("utf-8")
+
     def _index_html(self, query_token: str | None) -> bytes:
+        """``/previews``: the plain list of previews (no script needed)."""
         try:
             names = _stream_names(self.status_fn())
         except Exception:

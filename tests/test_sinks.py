@@ -562,7 +562,9 @@ def test_status_metrics_index_and_404s(status_server):
     assert 'posestream_frames_total{stream="cam0"} 12' in body.decode()
     assert 'posestream_stage_latency_seconds_count{stage="pose",stream="cam0"} 1' in body.decode()
 
-    code, headers, body = get(status_server, "/")
+    code, headers, body = get(status_server, "/")  # the dashboard (tests/test_dashboard.py)
+    assert code == 200 and headers["content-type"].startswith("text/html") and b"/static/dashboard.js" in body
+    code, headers, body = get(status_server, "/previews")  # the plain list, no script needed
     assert code == 200 and headers["content-type"].startswith("text/html")
     assert b'href="/preview/cam0.mjpg"' in body and b"/preview/lobby%20door.mjpg" in body
 
@@ -578,7 +580,7 @@ def test_status_metrics_index_and_404s(status_server):
 def test_a_failing_handler_does_not_kill_the_server(status_server):
     status_server.test_broken["on"] = True
     assert get(status_server, "/status")[0] == 500
-    assert get(status_server, "/")[0] == 200  # the index page shows no streams rather than failing
+    assert get(status_server, "/previews")[0] == 200  # the plain page shows no streams rather than failing
     status_server.test_broken["on"] = False
     assert get(status_server, "/status")[0] == 200
     assert status_server.stats()["errors"] == 2
@@ -638,7 +640,7 @@ def test_token_is_required_when_set():
     token = "s3cret-token"
     with StatusServer("127.0.0.1", 0, token=token, status_fn=lambda: {"streams": ["cam0"]}, metrics=Metrics(),
                       preview_fn=store.get) as server:
-        for path in ("/status", "/metrics", "/", "/preview/cam0.jpg", "/preview/cam0.mjpg", "/nope"):
+        for path in ("/status", "/metrics", "/", "/previews", "/preview/cam0.jpg", "/preview/cam0.mjpg", "/nope"):
             code, headers, _ = get(server, path)
             assert code == 401, path
             assert headers["www-authenticate"].startswith("Bearer")
@@ -647,10 +649,10 @@ def test_token_is_required_when_set():
         assert get(server, "/status", {"Authorization": f"Bearer {token}"})[0] == 200
         assert get(server, f"/status?token={token}")[0] == 200
         assert get(server, f"/metrics?token={token}")[0] == 200
-        code, _, body = get(server, f"/?token={token}")
+        code, _, body = get(server, f"/previews?token={token}")
         assert code == 200 and f"/preview/cam0.mjpg?token={token}".encode() in body  # links keep working
         assert get(server, f"/nope?token={token}")[0] == 404
-        assert server.stats()["unauthorized"] == 8
+        assert server.stats()["unauthorized"] == 9
 
 
 def test_binding_beyond_loopback_needs_a_token():
