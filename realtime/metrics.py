@@ -371,25 +371,43 @@ class LatencyHistory:
         its epoch time, default now); returns how many points were added."""
         ts = time.time() if ts is None else float(ts)
         added = 0
+        # A stage recorded per stream only (the batcher's rasterize, classify) gets a
+        # stream="all" series here, pooled from its streams, like the stages recorded both ways.
+        pooled: dict[str, list[float]] = {}
+        has_all: set[str] = set()
         for labels, stats in self.metrics.series(self.name):
             if not isinstance(stats, LatencyStats):
                 continue
             key = tuple(sorted(labels.items()))
-            with self._lock:
-                entry = self._series.get(key)
-                if entry is None:
-                    # a series first met now: all it saw so far falls in this interval
-                    entry = self._series[key] = [0, deque(maxlen=self._maxlen)]
-            seen, points = entry
-            count, new = stats.recent_since(seen)
+            entry = self._entry(key)
+            count, new = stats.recent_since(entry[0])
             entry[0] = count
-            if not new:
-                continue
-            p50, p95 = np.percentile(np.asarray(new, dtype=np.float64), (50, 95)) * 1000.0
-            with self._lock:
-                points.append((ts, float(p50), float(p95), len(new)))
-            added += 1
+            if set(labels) == {"stream", "stage"}:
+                if labels["stream"] == "all":
+                    has_all.add(labels["stage"])
+                else:
+                    pooled.setdefault(labels["stage"], []).extend(new)
+            added += self._add_point(entry, ts, new)
+        for stage, new in pooled.items():
+            if stage not in has_all:
+                added += self._add_point(self._entry((("stage", stage), ("stream", "all"))), ts, new)
         return added
+
+    def _entry(self, key: tuple[tuple[str, str], ...]) -> list:
+        with self._lock:
+            entry = self._series.get(key)
+            if entry is None:
+                # a series first met now: all it saw so far falls in this interval
+                entry = self._series[key] = [0, deque(maxlen=self._maxlen)]
+            return entry
+
+    def _add_point(self, entry: list, ts: float, new: list[float]) -> int:
+        if not new:
+            return 0
+        p50, p95 = np.percentile(np.asarray(new, dtype=np.float64), (50, 95)) * 1000.0
+        with self._lock:
+            entry[1].append((ts, float(p50), float(p95), len(new)))
+        return 1
 
     def snapshot(self, *, stream: str | None = None, now: float | None = None) -> dict:
         """``{"metric", "interval_s", "keep_s", "now", "series": [{labels..., "ts": [...],

@@ -12,9 +12,11 @@ const EVENTS_PAGE = 50;
 // this many streams the tiles refresh a still JPEG instead, so the polls still get through.
 const MAX_MJPEG_TILES = 4;
 const JPEG_REFRESH_MS = 500;
-const STAGES = ["read", "detect", "track", "pose", "rasterize", "classify", "frame_to_label"];
-const COLORS = ["#1b6ac9", "#c0392b", "#2e8b57", "#8e44ad", "#d35400", "#16a085", "#444444", "#b8860b"];
-const DASHES = ["", "6 3", "2 2", "8 3 2 3", "", "6 3", "2 2", "8 3 2 3"];
+// the stages in the order a frame meets them (as `posestream bench` lists them)
+const STAGES = ["read", "detect", "pose", "track", "window", "rasterize", "classify", "frame", "frame_to_label"];
+// colours told apart also without colour vision: each has its own dash pattern
+const COLORS = ["#1b6ac9", "#c0392b", "#2e8b57", "#8e44ad", "#d35400", "#00838f", "#5d4037", "#111111", "#c2185b"];
+const DASHES = ["", "7 3", "2 3", "10 3 2 3", "", "7 3", "2 3", "", "10 3 2 3"];
 
 const token = new URLSearchParams(location.search).get("token");
 
@@ -154,7 +156,8 @@ async function pollStatus() {
   $("no-streams").hidden = names.length > 0;
   const health = status.health ?? "?";
   $("run-summary").textContent = "Health " + health + " · up " + fmtDuration(status.uptime_s) + " · " +
-    names.length + (names.length === 1 ? " stream" : " streams") + " · " + (status.events ?? 0) + " events this run";
+    names.length + (names.length === 1 ? " stream" : " streams") + " · " + (status.events ?? 0) +
+    (status.events === 1 ? " event" : " events") + " this run";
   $("run-summary").className = health === "ok" ? "ok" : "bad";
   if (names.join("\n") !== streamNames.join("\n")) {
     streamNames = names;
@@ -382,8 +385,9 @@ function drawChart(data) {
     const text = ago === 0 ? "now" : ago < 60 ? `-${ago} s` : `-${ago / 60} min`;
     chart.append(svg("text", { x: x(t1 - ago), y: H - 10, "text-anchor": "middle", class: "tick" }, text));
   }
+  // a stage keeps its colour whatever else is shown
   const colorOf = {};
-  series.forEach((s, i) => { colorOf[s.stage] = i; });
+  series.forEach((s, i) => { const k = STAGES.indexOf(s.stage); colorOf[s.stage] = k >= 0 ? k : STAGES.length + i; });
   for (const s of shown) {
     // a gap of more than 2.5 intervals without observations breaks the line
     let d = "", prev = null;
@@ -415,7 +419,8 @@ function drawChart(data) {
       });
       const swatch = el("span", { class: "swatch", "aria-hidden": "true" });
       swatch.style.borderTopColor = COLORS[c % COLORS.length];
-      swatch.style.borderTopStyle = DASHES[c % DASHES.length] ? "dashed" : "solid";
+      const dash = DASHES[c % DASHES.length];
+      swatch.style.borderTopStyle = dash === "2 3" ? "dotted" : dash ? "dashed" : "solid";
       legend.append(el("label", { for: "stage-" + s.stage }, box, swatch, s.stage));
     }
   }
