@@ -210,7 +210,7 @@ function updateRow(row, e) {
   if (ev.snapshot && row.shown.snapshot !== ev.snapshot) {
     row.shown.snapshot = ev.snapshot;
     row.cells.snapshot.replaceChildren(el("img", { src: url(ev.snapshot), alt: "Snapshot of " + eventCaption(e),
-                                                   width: 160, height: 120, loading: "lazy" }));
+                                                   width: 112, height: 84, loading: "lazy" }));
   } else if (!ev.snapshot) {
     row.cells.snapshot.textContent = ev.state === "pending" ? "being written" : "none (" + (ev.state ?? "?") + ")";
   }
@@ -218,7 +218,7 @@ function updateRow(row, e) {
     if (row.shown.clip !== ev.clip) {
       row.shown.clip = ev.clip;
       row.playButton.setAttribute("aria-label", "Play the clip of " + eventCaption(e));
-      row.cells.clip.replaceChildren(row.playButton, el("span", { class: "meta" }, " " + fmtNum(ev.clip_s, 1) + " s"));
+      row.cells.clip.replaceChildren(row.playButton, el("span", { class: "meta" }, fmtNum(ev.clip_s, 1) + " s"));
     }
   } else {
     row.cells.clip.textContent = ev.state === "pending" ? "being written" : "none (" + (ev.state ?? "?") + ")";
@@ -347,7 +347,7 @@ function svg(tag, attrs, ...children) {
 function niceMax(v) {
   if (!(v > 0)) return 1;
   const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+  for (const m of [1, 2, 4, 6, 8, 10]) if (v <= m * p) return m * p;  // quarters of these are round
   return 10 * p;
 }
 
@@ -382,7 +382,7 @@ function drawChart(data) {
   }
   const step = [10, 15, 30, 60, 120, 300].find(st => span / st <= 6) || 600;
   for (let ago = 0; ago <= span + 0.001; ago += step) {
-    const text = ago === 0 ? "now" : ago < 60 ? `-${ago} s` : `-${ago / 60} min`;
+    const text = ago === 0 ? "now" : span < 180 ? `-${ago} s` : `-${ago / 60} min`;
     chart.append(svg("text", { x: x(t1 - ago), y: H - 10, "text-anchor": "middle", class: "tick" }, text));
   }
   // a stage keeps its colour whatever else is shown
