@@ -268,6 +268,68 @@ def test_names_and_labels_with_markup_are_shown_as_text(browser, tmp_path):
         store.close()
 
 
+def test_many_streams_and_many_events(browser, tmp_path):
+    """Five streams: the tiles refresh still JPEGs (five MJPEG streams would hold five of the
+    browser's six connections to the server) and the polls still get through. Sixty events: the
+    newest 50, then the older ones on request; a new event appears on top, announced, and an
+    event deleted from the store (retention) leaves the list."""
+    if not VTEST.is_file():
+        pytest.skip(f"{VTEST} is missing: run tests/get_media.sh first")
+    store = EventStore(tmp_path / "ev")
+    db = store.connect()
+    try:
+        for i in range(60):
+            e = {"kind": "action", "stream": f"cam{i % 5}", "track_id": i, "label": "walking", "score": 0.5,
+                 "start_ts": time.time(), "end_ts": time.time(), "frame_index": i}
+            store.set_evidence(db, store.insert(db, e), "no_frames")
+        db.commit()
+    finally:
+        db.close()
+    previews = PreviewStore(max_fps=50)
+    frames = vtest_frames(5)
+    names = [f"cam{i}" for i in range(5)]
+    for name, image in zip(names, frames):
+        previews.update(name, image)
+    status = {"streams": [{"stream": n, "health": "ok", "fps": 5.0, "source": {"health": "live"}} for n in names],
+              "health": "ok", "uptime_s": 1.0, "events": 0}
+    server = StatusServer("127.0.0.1", 0, status_fn=lambda: status, metrics=Metrics(), preview_fn=previews.get,
+                          events=store).start()
+    try:
+        page = open_page(browser, server.url)
+        page.wait_for_function("() => document.querySelectorAll('#event-rows tr').length === 50", timeout=20_000)
+        page.wait_for_function("() => [...document.querySelectorAll('.tile img')].length === 5 && "
+                               "[...document.querySelectorAll('.tile img')].every(i => i.naturalWidth > 0)",
+                               timeout=20_000)
+        srcs = page.locator(".tile img").evaluate_all("imgs => imgs.map(i => new URL(i.src).pathname)")
+        assert srcs == [f"/preview/{n}.jpg" for n in names]
+        assert page.locator("#event-rows tr").first.get_attribute("data-event-id") == "60"
+        assert page.locator("#event-rows td").nth(5).text_content() == "none (no_frames)"
+        older = page.locator("#older")
+        assert older.is_visible()
+        older.click()
+        page.wait_for_function("() => document.querySelectorAll('#event-rows tr').length === 60", timeout=10_000)
+        assert older.is_hidden()
+        ids = page.locator("#event-rows tr").evaluate_all("rows => rows.map(r => +r.dataset.eventId)")
+        assert ids == list(range(60, 0, -1))
+        db = store.connect()
+        try:
+            new_id = store.insert(db, {"kind": "action", "stream": "cam2", "track_id": 99, "label": "walking",
+                                       "score": 0.9, "start_ts": time.time(), "frame_index": 61})
+            db.execute("DELETE FROM events WHERE id = 55")
+            db.commit()
+        finally:
+            db.close()
+        page.wait_for_function(f"() => document.querySelector('#event-rows tr').dataset.eventId === '{new_id}'",
+                               timeout=10_000)
+        page.wait_for_function("() => !document.querySelector('#event-rows tr[data-event-id=\"55\"]')", timeout=10_000)
+        assert page.locator("#event-news").text_content() == "New event: walking on cam2, track 99"
+        assert page.seen == {"errors": [], "dialogs": []}
+        page.close()
+    finally:
+        server.close()
+        store.close()
+
+
 RULE = """
 [[action_events]]
 label = "walking"
