@@ -248,7 +248,8 @@ function placeRows() {
   }
 }
 
-function mergeEvents(events, complete) {
+// complete: `events` is the newest page; whole: it is every event the store has
+function mergeEvents(events, complete, whole) {
   const fresh = [];
   for (const e of events) {
     const row = rows.get(e.id);
@@ -256,9 +257,9 @@ function mergeEvents(events, complete) {
     else { rows.set(e.id, buildRow(e)); fresh.push(e); }
   }
   if (complete) {
-    // rows within the range of this page that it no longer has: deleted by retention
+    // rows within the range of this page (of the whole store) that it no longer has: deleted by retention
     const ids = new Set(events.map(e => e.id));
-    const lowest = events.length ? Math.min(...events.map(e => e.id)) : Infinity;
+    const lowest = whole ? -Infinity : events.length ? Math.min(...events.map(e => e.id)) : Infinity;
     for (const [id, row] of rows) {
       if (!ids.has(id) && id >= lowest) { row.tr.remove(); rows.delete(id); }
     }
@@ -276,7 +277,7 @@ async function pollEvents() {
       : "Cannot load the events: " + e.message;
     return;
   }
-  const fresh = mergeEvents(page.events, true);
+  const fresh = mergeEvents(page.events, true, page.next_before === null || page.next_before === undefined);
   if (!firstEventsPoll && fresh.length) {
     const newest = fresh[0];
     $("event-news").textContent = (fresh.length === 1 ? "New event: " : fresh.length + " new events, the newest: ") +
@@ -294,7 +295,7 @@ async function loadOlder() {
   if (olderBefore === null) return;
   pagedOlder = true;
   const page = await api("/api/events?limit=" + EVENTS_PAGE + "&before=" + encodeURIComponent(olderBefore));
-  mergeEvents(page.events, false);
+  mergeEvents(page.events, false, false);
   olderBefore = page.next_before;
   $("older").hidden = olderBefore === null;
 }
