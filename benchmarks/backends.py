@@ -28,6 +28,11 @@ fp32, with their accuracy against fp32: keypoint pixels and scores for the pose 
 for X3D-s the figures ``posestream export --int8`` prints (top-1 agreement, max |diff| and
 max |diff| / max |fp32|) on the check volumes.
 
+``--int8 N`` adds X3D-s int8 rows: one QDQ file (posestream's ``quantize_int8``, calibrated on
+``N`` sample volumes other than the check volumes) on ONNX Runtime and on OpenVINO, each with
+its accuracy against ONNX Runtime fp32. A model needs trained weights and its own data to
+quantize well; the figures say what these settings do to the shipped model.
+
 The CPU model (``/proc/cpuinfo``), the runtime versions and the load average at the start and
 the end are printed: compare figures only within one run, and name the CPU beside them.
 """
@@ -198,14 +203,18 @@ def bench_network(name: str, path: Path, inputs: list[np.ndarray], outputs: list
     return rows
 
 
-def bench_action(threads: int, batches, repeats: int, bf16: bool, volumes: np.ndarray) -> list[dict]:
-    from posestream.engines.action import precision_check
+def bench_action(threads: int, batches, repeats: int, bf16: bool, volumes: np.ndarray,
+                 int8_model: str | None = None) -> list[dict]:
+    from posestream.engines.action import OnnxEngine, OpenVinoEngine, precision_check
 
     model = default_action_model()
     engines = {"onnxruntime": make_engine("onnx", model, threads=threads, device="cpu"),
                "openvino": make_engine("openvino", model, threads=threads)}
     if bf16:
         engines["openvino-bf16"] = bf16_engine(model, threads)
+    if int8_model:
+        engines["onnxruntime-int8"] = OnnxEngine(int8_model, threads=threads, device="cpu")
+        engines["openvino-int8"] = OpenVinoEngine(int8_model, threads=threads)
     rows = []
     for n in batches:
         if n > len(volumes):
@@ -230,6 +239,15 @@ def bench_action(threads: int, batches, repeats: int, bf16: bool, volumes: np.nd
                                               "rel_logit": round(check["max_rel_logit_error"], 5),
                                               "top1_agreement": check["argmax_agreement"],
                                               "volumes": check["volumes"]}})
+        for kind in ("onnxruntime-int8", "openvino-int8"):
+            if kind in engines:
+                check = precision_check(engines["onnxruntime"], engines[kind], volumes)
+                rows.append({"network": "x3d_s", "input": shape, "threads": threads, "runtime": kind,
+                             **stats(times[kind]),
+                             "vs_onnxruntime_fp32": {"logit": round(check["max_abs_logit_diff"], 5),
+                                                     "rel_logit": round(check["max_rel_logit_error"], 5),
+                                                     "top1_agreement": check["argmax_agreement"],
+                                                     "volumes": check["volumes"]}})
     return rows
 
 
@@ -241,10 +259,12 @@ def bf16_engine(model: str, threads: int):
 
 
 def fmt_diff(row: dict) -> str:
-    d = row.get("vs_onnxruntime") or row.get("vs_openvino_fp32")
+    against, d = next(((label, row[key]) for key, label in (("vs_onnxruntime", "vs ORT"),
+                                                             ("vs_openvino_fp32", "vs OV fp32"),
+                                                             ("vs_onnxruntime_fp32", "vs ORT fp32")) if key in row),
+                      ("", None))
     if not d:
         return ""
-    against = "vs ORT" if "vs_onnxruntime" in row else "vs OV fp32"
     parts = []
     if "keypoint_px" in d:
         parts.append(f"kp {d['keypoint_px']:.2g} px, score {d['score']:.2g}"
@@ -255,12 +275,12 @@ def fmt_diff(row: dict) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'network':<10}{'input':<18}{'thr':>4}{'runtime':>15}{'median ms':>11}{'p95 ms':>9}{'ORT/this':>10}  diff")
+    print(f"{'network':<10}{'input':<18}{'thr':>4}{'runtime':>17}{'median ms':>11}{'p95 ms':>9}{'ORT/this':>10}  diff")
     ort = {(r["network"], r["input"], r["threads"]): r["median_ms"] for r in rows if r["runtime"] == "onnxruntime"}
     for r in rows:
         base = ort.get((r["network"], r["input"], r["threads"]))
         ratio = "" if r["runtime"] == "onnxruntime" or not base else f"{base / r['median_ms']:.2f}x"
-        print(f"{r['network']:<10}{r['input']:<18}{r['threads']:>4}{r['runtime']:>15}{r['median_ms']:>11.1f}"
+        print(f"{r['network']:<10}{r['input']:<18}{r['threads']:>4}{r['runtime']:>17}{r['median_ms']:>11.1f}"
               f"{r['p95_ms']:>9.1f}{ratio:>10}  {fmt_diff(r)}")
 
 
@@ -273,6 +293,9 @@ def main(argv=None) -> int:
     ap.add_argument("--networks", nargs="+", default=["movenet", "blazepose", "x3d_s"],
                     choices=["movenet", "blazepose", "x3d_s"])
     ap.add_argument("--no-bf16", action="store_true", help="skip the OpenVINO bf16 rows")
+    ap.add_argument("--int8", type=int, metavar="N", default=0,
+                    help="also X3D-s int8 rows (ONNX Runtime and OpenVINO on one QDQ file, quantized here with "
+                         "posestream's quantize_int8 on N sample volumes, ~0.5 s each), accuracy vs fp32")
     ap.add_argument("--json", help="also write the rows and the machine as JSON")
     args = ap.parse_args(argv)
     if not B.openvino_available():
@@ -306,8 +329,19 @@ def main(argv=None) -> int:
     if "x3d_s" in args.networks:
         card = make_engine("onnx", default_action_model(), device="cpu").card
         volumes = check_volumes(card, count=max(12, max(args.batches)))
+        int8_model = None
+        if args.int8:
+            import tempfile
+
+            from posestream.engines.quantize import quantize_int8
+            from posestream.train.export import sample_calibration_volumes
+
+            # calibrated on other sample clips (seed 0) than the check volumes (seed 1)
+            int8_model = os.path.join(tempfile.mkdtemp(prefix="backends-"), "x3d_s_int8.onnx")
+            quantize_int8(default_action_model(), int8_model, sample_calibration_volumes(card, args.int8, seed=0))
+            print(f"x3d_s int8: quantized on {args.int8} sample volumes -> {int8_model}")
         for t in args.threads:
-            rows += bench_action(t, args.batches, args.repeats, bf16, volumes)
+            rows += bench_action(t, args.batches, args.repeats, bf16, volumes, int8_model)
     load1 = os.getloadavg()
     print_table(rows)
     print(f"load average at the end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")

@@ -15,7 +15,8 @@ onnx           an ONNX file (from :func:`posestream.train.export.export_onnx`) i
 onnx-int8      the same, on an int8 (QDQ) file from :func:`posestream.engines.quantize.quantize_int8`
 openvino       an ONNX file compiled by OpenVINO for the CPU (:class:`OpenVinoEngine`): fp32 by
                default; ``options={"precision": "bf16"}`` (AMX) only with its accuracy check
-               printed (:func:`precision_check`). Without OpenVINO: ``onnx``, after a notice
+               printed (:func:`precision_check`); an int8 file with its check against ONNX
+               Runtime's int8 printed. Without OpenVINO: ``onnx``, after a notice
 auto           see :func:`make_engine`
 torch-cuda     the checkpoint in PyTorch on a CUDA GPU: fp16/bf16, channels-last-3d, CUDA graphs
                (:class:`posestream.engines.action_gpu.TorchCudaEngine`)
@@ -373,7 +374,8 @@ class OpenVinoEngine(OnnxEngine):
     ``precision``: ``"fp32"`` (the default; logits within about 1.5e-5 of ONNX Runtime's) or
     ``"bf16"`` (AMX; several times faster on a Sapphire Rapids Xeon, but it moved X3D-s logits
     by 0.4: :func:`make_engine` builds it only with :func:`precision_check` printed). An int8
-    (QDQ) file runs as int8 whatever ``precision`` says about the float parts. Raises when
+    (QDQ) file runs as int8 whatever ``precision`` says about the float parts (:func:`make_engine`
+    prints its agreement with ONNX Runtime's int8, the path ``export --int8`` checked). Raises when
     OpenVINO is missing or cannot compile the file (:func:`make_engine` then falls back).
     """
 
@@ -446,9 +448,10 @@ def check_volumes(card: "ModelCard | None", count: int = 12, seed: int = 1) -> n
     return sample_calibration_volumes(card, count=count, seed=seed)
 
 
-def format_precision_check(name: str, check: Mapping[str, Any]) -> str:
-    return (f"{name}: on {check['volumes']} held-out volumes vs fp32, max |diff| = {check['max_abs_logit_diff']:.4f} "
-            f"(max |diff| / max |fp32| = {check['max_rel_logit_error']:.3f}), "
+def format_precision_check(name: str, check: Mapping[str, Any], reference: str = "fp32") -> str:
+    return (f"{name}: on {check['volumes']} held-out volumes vs {reference}, "
+            f"max |diff| = {check['max_abs_logit_diff']:.4f} "
+            f"(max |diff| / max |{reference}| = {check['max_rel_logit_error']:.3f}), "
             f"same top-1 in {100 * check['argmax_agreement']:.0f}%")
 
 
@@ -466,10 +469,16 @@ def _openvino_or_onnx(source: str, threads: int | None, precision: str, device: 
             notice_once(f"openvino-action:{source}", "OpenVINO could not load %s (%s); the action model runs in "
                         "ONNX Runtime", source, first_line(exc))
         else:
-            if precision != "fp32" and engine.precision == precision:
-                fp32 = OpenVinoEngine(source, threads=threads)
-                engine.accuracy = precision_check(fp32, engine, check_volumes(engine.card))
-                message = format_precision_check(f"openvino {precision} ({source})", engine.accuracy)
+            if engine.precision != "fp32":
+                # bf16 against OpenVINO fp32; an int8 file against ONNX Runtime's int8 (the
+                # path `posestream export --int8` checked against fp32)
+                if engine.precision == "int8":
+                    reference, ref_name = OnnxEngine(source, threads=threads, device="cpu"), "ONNX Runtime int8"
+                else:
+                    reference, ref_name = OpenVinoEngine(source, threads=threads), "fp32"
+                engine.accuracy = precision_check(reference, engine, check_volumes(engine.card))
+                engine.accuracy["reference"] = ref_name
+                message = format_precision_check(f"openvino {engine.precision} ({source})", engine.accuracy, ref_name)
                 print(message, file=sys.stderr)  # printed, as `posestream export --int8` prints its check
             return engine
     if precision != "fp32":

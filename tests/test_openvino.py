@@ -294,3 +294,20 @@ def test_bench_says_what_runs_each_network(front_ends):
     report = {"engine": engine.info(), "runs": [{"pose": front_ends[1].info()}]}
     assert describe_backends(report) == ("runs on: action: openvino (openvino, fp32, 1 thread(s)); "
                                          "detector: openvino; landmarks: openvino")
+
+
+def test_an_int8_file_runs_in_openvino_only_with_its_check_against_onnx_runtime_printed(tmp_path, capsys):
+    from posestream.engines.quantize import quantize_int8
+
+    model = default_action_model()
+    card = make_engine("onnx", model, device="cpu").card
+    int8 = tmp_path / "x3d_s_int8.onnx"
+    quantize_int8(model, int8, check_volumes(card, count=3, seed=0))  # few volumes: a smoke calibration
+    capsys.readouterr()
+    engine = make_engine("openvino", int8, threads=1)
+    printed = capsys.readouterr().err
+    assert isinstance(engine, OpenVinoEngine) and engine.precision == "int8"
+    assert "openvino int8" in printed and "vs ONNX Runtime int8" in printed and "same top-1 in" in printed
+    assert engine.info()["accuracy_check"]["reference"] == "ONNX Runtime int8"
+    auto = make_engine("auto", int8, threads=1)  # auto keeps an int8 file on the runtime that checked it
+    assert type(auto) is OnnxEngine and auto.name == "onnx-int8"
