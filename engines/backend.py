@@ -29,7 +29,9 @@ Settings of every OpenVINO compile, and why:
 - A model with dynamic input sizes other than the batch (MoveNet: any H x W) is compiled for
   each input shape it is called with (at most :data:`MAX_STATIC_SHAPES`, the least recently
   used dropped): OpenVINO's CPU plugin ran MoveNet at 384x512 about 1.5x faster static than
-  with dynamic H, W. A dynamic batch (the action model) stays dynamic.
+  with dynamic H, W. It is also compiled once as it is when the session opens (and dropped),
+  so that a model OpenVINO cannot compile falls back at open time, not at the first frame.
+  A dynamic batch (the action model) stays dynamic.
 """
 from __future__ import annotations
 
@@ -166,6 +168,11 @@ class OpenVinoSession:
         self.compiles = 0
         if not self._per_shape:
             self._requests[()] = self._compile(self._model, from_path=True)
+        else:
+            # Compile it once as it is (then drop it): a model OpenVINO cannot compile fails
+            # here, where open_session falls back to ONNX Runtime, not at the first frame.
+            self._compile(self._model, from_path=True)
+            self.compiles = 0
 
     # -- ONNX Runtime's session shape
     def get_inputs(self) -> list[TensorInfo]:
