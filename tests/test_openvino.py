@@ -311,3 +311,19 @@ def test_an_int8_file_runs_in_openvino_only_with_its_check_against_onnx_runtime_
     assert engine.info()["accuracy_check"]["reference"] == "ONNX Runtime int8"
     auto = make_engine("auto", int8, threads=1)  # auto keeps an int8 file on the runtime that checked it
     assert type(auto) is OnnxEngine and auto.name == "onnx-int8"
+
+
+def test_the_runtime_status_says_what_runs_each_network():
+    from posestream.realtime.config import RunConfig
+    from posestream.realtime.pipeline import Runtime
+    from posestream.realtime.sources import parse_source
+
+    for pose_backend, engine, want in (("auto", "auto", "openvino"), ("onnx", "onnx", "onnxruntime")):
+        runtime = Runtime([parse_source(str(VTEST))], RunConfig(events_out=None, max_frames=5, pace="fast",
+                                                                 pose_backend=pose_backend, engine=engine))
+        try:
+            status = runtime.status()  # what /status serves
+        finally:
+            runtime.stop()
+        assert status["engine"]["backend"] == want
+        assert status["pose"]["backends"] == {"detector": want, "landmarks": want}
