@@ -165,6 +165,7 @@ class OpenVinoSession:
         self._per_shape = static_shapes and any(None in i.shape[1:] for i in self._inputs)
         self._requests: "OrderedDict[tuple, Any]" = OrderedDict()
         self.loaded_from_cache: bool | None = None
+        self.last_compiled: Any = None
         self.compiles = 0
         if not self._per_shape:
             self._requests[()] = self._compile(self._model, from_path=True)
@@ -243,6 +244,7 @@ class OpenVinoSession:
             self.cache_dir = None
             compiled = self._core.compile_model(source, "CPU", self.config())
         self.compiles += 1
+        self.last_compiled = compiled  # its properties say what OpenVINO actually set
         try:
             self.loaded_from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
         except Exception:  # an older OpenVINO without the property

@@ -84,6 +84,13 @@ def test_auto_picks_openvino_and_onnx_keeps_onnx_runtime(front_ends):
     assert auto.session.config()["PERFORMANCE_HINT"] == "LATENCY"
     assert type(onnx) is OnnxEngine and onnx.info()["backend"] == "onnxruntime"
     assert isinstance(ov, OpenVinoEngine)
+    two = P.MoveNetBlazePose(threads=2)  # --threads / pose_threads is OpenVINO's thread count
+    for session in (two.detector.session, two.landmarks.session, auto.session):
+        compiled = session.last_compiled
+        want = 1 if session is auto.session else 2
+        assert compiled.get_property("INFERENCE_NUM_THREADS") == want
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+        assert str(compiled.get_property("PERFORMANCE_HINT")).endswith("LATENCY")
     with pytest.raises(P.PoseError, match="unknown backend 'tpu'"):
         P.MoveNetBlazePose(backend="tpu")
 
