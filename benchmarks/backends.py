@@ -26,7 +26,9 @@ The bf16 rows (unless ``--no-bf16``) run OpenVINO with INFERENCE_PRECISION_HINT=
 Sapphire Rapids Xeon; emulated, and slow, on CPUs without it), timed interleaved with OpenVINO
 fp32, with their accuracy against fp32: keypoint pixels and scores for the pose networks;
 for X3D-s the figures ``posestream export --int8`` prints (top-1 agreement, max |diff| and
-max |diff| / max |fp32|) on the check volumes.
+max |diff| / max |fp32|) on the check volumes, and top-1 agreement and max |diff| on windows of
+real skeletons (``--real-frames N``: every track of vtest.avi's first N frames, through the
+default front end and the validation pipeline).
 
 ``--int8 N`` adds X3D-s int8 rows: one QDQ file (posestream's ``quantize_int8``, calibrated on
 ``N`` sample volumes other than the check volumes) on ONNX Runtime and on OpenVINO, each with
@@ -203,8 +205,25 @@ def bench_network(name: str, path: Path, inputs: list[np.ndarray], outputs: list
     return rows
 
 
+def vtest_volumes(card, frames: int) -> np.ndarray:
+    """Volumes from real skeletons: every track of the first ``frames`` frames of vtest.avi
+    (the default front end, ByteTrack), rendered at the card's geometry by the validation
+    pipeline (as the served windows are)."""
+    from posestream.realtime.video_clips import extract_clips
+    from posestream.train.export import render_volumes
+
+    data = extract_clips(str(VTEST), P.make_pose_estimator("default"), min_frames=min(15, frames),
+                         max_frames=frames, progress=False)
+    return render_volumes(data["annotations"], card)
+
+
+def agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    return {"logit": round(float(np.abs(got - ref).max()), 5), "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
+            "volumes": int(len(ref))}
+
+
 def bench_action(threads: int, batches, repeats: int, bf16: bool, volumes: np.ndarray,
-                 int8_model: str | None = None) -> list[dict]:
+                 int8_model: str | None = None, real: np.ndarray | None = None) -> list[dict]:
     from posestream.engines.action import OnnxEngine, OpenVinoEngine, precision_check
 
     model = default_action_model()
@@ -239,6 +258,9 @@ def bench_action(threads: int, batches, repeats: int, bf16: bool, volumes: np.nd
                                               "rel_logit": round(check["max_rel_logit_error"], 5),
                                               "top1_agreement": check["argmax_agreement"],
                                               "volumes": check["volumes"]}})
+            if real is not None:
+                rows[-1]["vs_openvino_fp32_on_vtest"] = agreement(engines["openvino"].predict(real),
+                                                                  engines["openvino-bf16"].predict(real))
         for kind in ("onnxruntime-int8", "openvino-int8"):
             if kind in engines:
                 check = precision_check(engines["onnxruntime"], engines[kind], volumes)
@@ -248,6 +270,9 @@ def bench_action(threads: int, batches, repeats: int, bf16: bool, volumes: np.nd
                                                      "rel_logit": round(check["max_rel_logit_error"], 5),
                                                      "top1_agreement": check["argmax_agreement"],
                                                      "volumes": check["volumes"]}})
+                if real is not None:
+                    rows[-1]["vs_onnxruntime_fp32_on_vtest"] = agreement(engines["onnxruntime"].predict(real),
+                                                                         engines[kind].predict(real))
     return rows
 
 
@@ -271,7 +296,12 @@ def fmt_diff(row: dict) -> str:
                      + (f", people lost {d['people_lost']}" if "people_lost" in d else ""))
     if "logit" in d:
         parts.append(f"logit {d['logit']:.2g}, top-1 same {100 * d['top1_agreement']:.0f}%")
-    return f"{against}: " + "; ".join(parts)
+    text = f"{against}: " + "; ".join(parts)
+    real = next((v for k, v in row.items() if k.endswith("_on_vtest")), None)
+    if real:
+        text += (f"; on {real['volumes']} vtest.avi windows: logit {real['logit']:.2g}, "
+                 f"top-1 same {100 * real['top1_agreement']:.0f}%")
+    return text
 
 
 def print_table(rows: list[dict]) -> None:
@@ -296,6 +326,9 @@ def main(argv=None) -> int:
     ap.add_argument("--int8", type=int, metavar="N", default=0,
                     help="also X3D-s int8 rows (ONNX Runtime and OpenVINO on one QDQ file, quantized here with "
                          "posestream's quantize_int8 on N sample volumes, ~0.5 s each), accuracy vs fp32")
+    ap.add_argument("--real-frames", type=int, default=100, metavar="N",
+                    help="also check bf16/int8 on windows of real skeletons: the tracks of vtest.avi's first N "
+                         "frames (default 100; 0: only the sample-clip volumes)")
     ap.add_argument("--json", help="also write the rows and the machine as JSON")
     args = ap.parse_args(argv)
     if not B.openvino_available():
@@ -340,8 +373,13 @@ def main(argv=None) -> int:
             int8_model = os.path.join(tempfile.mkdtemp(prefix="backends-"), "x3d_s_int8.onnx")
             quantize_int8(default_action_model(), int8_model, sample_calibration_volumes(card, args.int8, seed=0))
             print(f"x3d_s int8: quantized on {args.int8} sample volumes -> {int8_model}")
+        real = None
+        if args.real_frames and (bf16 or int8_model):
+            real = vtest_volumes(card, args.real_frames)
+            print(f"x3d_s: {len(real)} windows of real skeletons (tracks of vtest.avi's first {args.real_frames} "
+                  "frames) for the bf16/int8 accuracy")
         for t in args.threads:
-            rows += bench_action(t, args.batches, args.repeats, bf16, volumes, int8_model)
+            rows += bench_action(t, args.batches, args.repeats, bf16, volumes, int8_model, real)
     load1 = os.getloadavg()
     print_table(rows)
     print(f"load average at the end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
