@@ -137,8 +137,9 @@ class TensorInfo:
 class OpenVinoSession:
     """One ONNX file compiled by OpenVINO for the CPU, used like an ONNX Runtime session.
 
-    Not thread-safe (one infer request per compiled shape), as a pose estimator is not: each
-    thread gets its own session. Outputs are copies, so a caller may keep them across calls.
+    One infer request per compiled shape: calls from several threads (an ONNX Runtime session
+    allows them) take turns behind a lock instead of failing on a busy request. Outputs are
+    copies, so a caller may keep them across calls.
     """
 
     backend = "openvino"
@@ -164,6 +165,7 @@ class OpenVinoSession:
         # Only sizes past the batch make a per-shape compile worth it (see the module docstring).
         self._per_shape = static_shapes and any(None in i.shape[1:] for i in self._inputs)
         self._requests: "OrderedDict[tuple, Any]" = OrderedDict()
+        self._lock = threading.Lock()
         self.loaded_from_cache: bool | None = None
         self.last_compiled: Any = None
         self.compiles = 0
@@ -184,6 +186,10 @@ class OpenVinoSession:
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         arrays = [np.ascontiguousarray(feeds[i.name]) for i in self._inputs]
+        with self._lock:
+            return self._run(output_names, arrays)
+
+    def _run(self, output_names: Sequence[str] | None, arrays: list[np.ndarray]) -> list[np.ndarray]:
         key = tuple(a.shape for a in arrays) if self._per_shape else ()
         request = self._requests.get(key)
         if request is None:

@@ -334,3 +334,15 @@ def test_the_runtime_status_says_what_runs_each_network():
             runtime.stop()
         assert status["engine"]["backend"] == want
         assert status["pose"]["backends"] == {"detector": want, "landmarks": want}
+
+
+def test_one_engine_called_from_several_threads_gives_each_its_own_logits():
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = make_engine("openvino", default_action_model(), threads=1)
+    volumes = check_volumes(engine.card, count=4)
+    want = [engine.predict(volumes[i:i + 1]) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:  # one infer request: the calls take turns, none fails
+        got = list(pool.map(lambda i: engine.predict(volumes[i:i + 1]), [0, 1, 2, 3] * 3))
+    for k, logits in enumerate(got):
+        np.testing.assert_allclose(logits, want[k % 4], atol=1e-6)
