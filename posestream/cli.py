@@ -120,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pose front end (default: MoveNet + BlazePose, shipped with posestream)")
     p.add_argument("--det-onnx", help="RTMDet person detector ONNX (with --pose rtm)")
     p.add_argument("--pose-onnx", help="RTMPose ONNX (with --pose rtm)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="threads of each pose network (default 1)")
+    p.add_argument("--pose-backend", choices=["auto", "openvino", "onnx"], default="auto",
+                   help="where the MoveNet + BlazePose networks run (default auto: OpenVINO when installed, else "
+                        "ONNX Runtime); --pose rtm runs in ONNX Runtime")
     p.set_defaults(run=cmd_pose)
 
     p = commands.add_parser("train", help="train a model from a PYSKL-format config (a file or a shipped name)")
@@ -440,11 +443,14 @@ def cmd_show_clip(args) -> int:
 
 
 def cmd_pose(args) -> int:
+    from posestream.engines.pose import PRESETS as POSE_PRESETS
     from posestream.engines.pose import make_pose_estimator
     from posestream.realtime.video_clips import extract_clips
     from posestream.train.data.clips import save_dataset
 
     options = {"threads": args.threads}
+    if args.pose in POSE_PRESETS:
+        options["backend"] = args.pose_backend
     if args.pose == "rtm":
         if not (args.det_onnx and args.pose_onnx):
             raise UsageError("--pose rtm needs --det-onnx and --pose-onnx")
