@@ -11,9 +11,9 @@ Backends (``backend=``): ``auto`` (OpenVINO when it is installed, else ONNX Runt
 model, the session is ONNX Runtime's, after one logged notice (never an exception).
 
 Why OpenVINO: on an Intel Xeon with AVX-512/VNNI/AMX (2 cores, one thread, OpenVINO 2026.4 vs
-ONNX Runtime 1.32, same ONNX files; ``/work/shared/FACTS.md``) it ran MoveNet MultiPose
-384x512 in 87 ms vs 163, BlazePose landmarks 14 vs 37 and X3D-s 13 vs 47 at batch 1, with
-logits within 1.5e-5 in fp32. ``benchmarks/backends.py`` measures it side by side.
+ONNX Runtime 1.32, same ONNX files) it ran MoveNet MultiPose 384x512 in 87 ms vs 163,
+BlazePose landmarks 14 vs 37 and X3D-s 13 vs 47 at batch 1, with logits within 1.5e-5 in
+fp32. ``benchmarks/backends.py`` measures it side by side.
 
 Settings of every OpenVINO compile, and why:
 

@@ -11,15 +11,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import openvino  # a dependency (setup.py): its absence is a failure here, not a skip
 import pytest
 
-openvino = pytest.importorskip("openvino")
-
-from posestream.engines import backend as B  # noqa: E402
-from posestream.engines import pose as P  # noqa: E402
-from posestream.engines.action import (EngineError, OnnxEngine, OpenVinoEngine, check_volumes,  # noqa: E402
-                                       make_engine)
-from posestream.realtime.pipeline import default_action_model  # noqa: E402
+from posestream.engines import backend as B
+from posestream.engines import pose as P
+from posestream.engines.action import EngineError, OnnxEngine, OpenVinoEngine, check_volumes, make_engine
+from posestream.realtime.pipeline import default_action_model
 
 VTEST = Path(__file__).resolve().parent / ".media" / "vtest.avi"
 FRAMES = (0, 100, 300)
