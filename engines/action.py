@@ -13,6 +13,10 @@ torch-cl3d     the same with weights and input in ``channels_last_3d`` memory fo
 onnx           an ONNX file (from :func:`posestream.train.export.export_onnx`) in ONNX Runtime;
                CUDAExecutionProvider when present, else CPU
 onnx-int8      the same, on an int8 (QDQ) file from :func:`posestream.engines.quantize.quantize_int8`
+openvino       an ONNX file compiled by OpenVINO for the CPU (:class:`OpenVinoEngine`): fp32 by
+               default; ``options={"precision": "bf16"}`` (AMX) only with its accuracy check
+               printed (:func:`precision_check`); an int8 file with its check against ONNX
+               Runtime's int8 printed. Without OpenVINO: ``onnx``, after a notice
 auto           see :func:`make_engine`
 torch-cuda     the checkpoint in PyTorch on a CUDA GPU: fp16/bf16, channels-last-3d, CUDA graphs
                (:class:`posestream.engines.action_gpu.TorchCudaEngine`)
@@ -43,6 +47,7 @@ import copy
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -56,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ENGINE_KINDS: tuple[str, ...] = ("auto", "torch", "torch-cl3d", "onnx", "onnx-int8")
+ENGINE_KINDS: tuple[str, ...] = ("auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "openvino")
 #: The GPU engines (posestream.engines.action_gpu); make_engine accepts ALL_ENGINE_KINDS.
 GPU_ENGINE_KINDS: tuple[str, ...] = ("torch-cuda", "tensorrt")
 ALL_ENGINE_KINDS: tuple[str, ...] = ENGINE_KINDS + GPU_ENGINE_KINDS
@@ -357,7 +362,128 @@ class OnnxEngine(ActionEngine):
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["providers"] = self.session.get_providers()
+        info["backend"] = "onnxruntime"
         return info
+
+
+class OpenVinoEngine(OnnxEngine):
+    """OpenVINO on a posestream ONNX file, on the CPU (see :mod:`posestream.engines.backend`
+    for the compile settings: explicit precision hint, ``threads`` as INFERENCE_NUM_THREADS,
+    LATENCY hint, compiled-model cache).
+
+    ``precision``: ``"fp32"`` (the default; logits within about 1.5e-5 of ONNX Runtime's) or
+    ``"bf16"`` (AMX; several times faster on a Sapphire Rapids Xeon, but it moved X3D-s logits
+    by 0.4: :func:`make_engine` builds it only with :func:`precision_check` printed). An int8
+    (QDQ) file runs as int8 whatever ``precision`` says about the float parts (:func:`make_engine`
+    prints its agreement with ONNX Runtime's int8, the path ``export --int8`` checked). Raises when
+    OpenVINO is missing or cannot compile the file (:func:`make_engine` then falls back).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32"):
+        from posestream.engines.backend import OpenVinoSession
+
+        source = os.fspath(path)
+        _require_file(source)
+        if threads is not None and (int(threads) != threads or threads < 1):
+            raise EngineError(f"threads must be a positive integer or None, got {threads!r}")
+        if precision not in ("fp32", "bf16"):
+            raise EngineError(f"the openvino engine runs fp32 or bf16, got precision {precision!r}")
+        props = read_onnx_metadata(source)
+        card = card_from_metadata(props, source)
+        session = OpenVinoSession(source, threads, precision=precision, static_shapes=False)
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1:
+            raise EngineError(f"{source}: the model takes {len(inputs)} inputs "
+                              f"({', '.join(i.name for i in inputs)}); the action engines feed one heatmap volume")
+        dims = list(inputs[0].shape)
+        if len(dims) != 5:
+            raise EngineError(f"{source}: input {inputs[0].name!r} has shape {dims}, "
+                              "expected a volume batch [N, K, T, H, W]")
+        out_dims = outputs[0].shape
+        if card is not None:
+            num_classes = card.num_classes
+        elif len(out_dims) == 2 and isinstance(out_dims[1], int):
+            num_classes = out_dims[1]
+        else:
+            raise EngineError(f"{source}: cannot tell the number of classes from output shape {out_dims}")
+        self.session = session
+        self.metadata = props
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.batch_dynamic = dims[0] is None
+        self.fixed_batch = dims[0]
+        file_precision = props.get(META_PRECISION) or ("int8" if _has_qdq(source) else "fp32")
+        self.precision = "int8" if file_precision == "int8" else precision
+        self.accuracy: dict[str, Any] | None = None  # precision_check's figures, for bf16
+        ActionEngine.__init__(self, card, dims[1:], num_classes, threads, source)
+        self.name = "openvino"
+        self.device = "cpu"
+
+    def info(self) -> dict[str, Any]:
+        info = ActionEngine.info(self)
+        info.update(self.session.info())
+        if self.accuracy is not None:
+            info["accuracy_check"] = dict(self.accuracy)
+        return info
+
+
+def precision_check(reference: ActionEngine, candidate: ActionEngine, volumes: np.ndarray) -> dict[str, Any]:
+    """How far ``candidate`` (e.g. OpenVINO bf16) is from ``reference`` (fp32) on ``volumes``:
+    the same figures ``posestream export --int8`` prints (max |cand - ref| / max |ref|, top-1
+    agreement) plus the max absolute logit difference."""
+    ref, got = reference.predict(volumes), candidate.predict(volumes)
+    diff = np.abs(got - ref)
+    return {"volumes": int(len(volumes)), "max_abs_logit_diff": float(diff.max()),
+            "max_rel_logit_error": float(diff.max() / max(np.abs(ref).max(), 1e-12)),
+            "argmax_agreement": float((got.argmax(1) == ref.argmax(1)).mean())}
+
+
+def check_volumes(card: "ModelCard | None", count: int = 12, seed: int = 1) -> np.ndarray:
+    """Volumes for :func:`precision_check`: the held-out set ``posestream export --int8``
+    checks int8 on (sample skeleton clips rendered by the serving rasterizer at the card's
+    geometry; no torch needed)."""
+    from posestream.train.export import sample_calibration_volumes
+
+    if card is None:
+        raise EngineError("a precision check needs the model card (a posestream ONNX file) to render volumes")
+    return sample_calibration_volumes(card, count=count, seed=seed)
+
+
+def format_precision_check(name: str, check: Mapping[str, Any], reference: str = "fp32") -> str:
+    return (f"{name}: on {check['volumes']} held-out volumes vs {reference}, "
+            f"max |diff| = {check['max_abs_logit_diff']:.4f} "
+            f"(max |diff| / max |{reference}| = {check['max_rel_logit_error']:.3f}), "
+            f"same top-1 in {100 * check['argmax_agreement']:.0f}%")
+
+
+def _openvino_or_onnx(source: str, threads: int | None, precision: str, device: str) -> ActionEngine:
+    """:class:`OpenVinoEngine`, or ONNX Runtime's engine after one notice when OpenVINO is missing
+    or cannot compile the file."""
+    from posestream.engines.backend import notice_once, openvino_available
+
+    if openvino_available():
+        try:
+            engine = OpenVinoEngine(source, threads=threads, precision=precision)
+        except EngineError:
+            raise
+        except Exception as exc:
+            notice_once(f"openvino-action:{source}", "OpenVINO could not load %s (%s); the action model runs in "
+                        "ONNX Runtime", source, first_line(exc))
+        else:
+            if engine.precision != "fp32":
+                # bf16 against OpenVINO fp32; an int8 file against ONNX Runtime's int8 (the
+                # path `posestream export --int8` checked against fp32)
+                if engine.precision == "int8":
+                    reference, ref_name = OnnxEngine(source, threads=threads, device="cpu"), "ONNX Runtime int8"
+                else:
+                    reference, ref_name = OpenVinoEngine(source, threads=threads), "fp32"
+                engine.accuracy = precision_check(reference, engine, check_volumes(engine.card))
+                engine.accuracy["reference"] = ref_name
+                message = format_precision_check(f"openvino {engine.precision} ({source})", engine.accuracy, ref_name)
+                print(message, file=sys.stderr)  # printed, as `posestream export --int8` prints its check
+            return engine
+    if precision != "fp32":
+        raise EngineError(f"{source}: {precision} needs OpenVINO (pip install openvino); ONNX Runtime runs fp32")
+    return OnnxEngine(source, threads=threads, device="cpu" if device == "auto" else device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -367,7 +493,9 @@ class OnnxEngine(ActionEngine):
 def make_engine(kind: str, path: str | os.PathLike, *, threads: int | None = None,
                 device: str = "auto", options: Mapping[str, Any] | None = None) -> ActionEngine:
     """Build an engine by name: ``torch``, ``torch-cl3d`` (a posestream checkpoint), ``onnx``
-    (any posestream ONNX file), ``onnx-int8`` (an int8 ONNX file) or ``auto``; on a GPU
+    (any posestream ONNX file, ONNX Runtime), ``onnx-int8`` (an int8 ONNX file), ``openvino``
+    (any posestream ONNX file in OpenVINO; ``options={"precision": "bf16"}`` prints its
+    accuracy check; falls back to ``onnx`` with a notice) or ``auto``; on a GPU
     ``torch-cuda`` (a checkpoint) or ``tensorrt`` (an ONNX file), built by
     :func:`posestream.engines.action_gpu.make_gpu_engine` with ``options`` (``precision``,
     ``max_batch``, ``cache_dir``, ...) and falling back to a CPU engine, with a logged notice,
@@ -376,7 +504,11 @@ def make_engine(kind: str, path: str | os.PathLike, *, threads: int | None = Non
     ``auto`` is the fastest CPU engine the file allows, as measured by ``benchmarks/action.py``
     (2 vCPU AMD EPYC, 2 threads, 17 x 48 x 56 x 56, median ms per call at batch 1 / batch 4):
 
-    - an ONNX file runs in ONNX Runtime as it is. An int8 file is the fastest CPU engine
+    - an fp32 ONNX file runs in OpenVINO where it is installed (and the device is the CPU, or
+      ONNX Runtime has no CUDA): on an Intel Xeon with AMX, X3D-s 13 vs 47 ms at batch 1 and
+      62 vs 205 at batch 4 against ONNX Runtime (one thread; ``benchmarks/backends.py``); else
+      in ONNX Runtime. An int8 file runs in ONNX Runtime as it is (its accuracy was checked
+      there, not in OpenVINO). An int8 file is the fastest ONNX Runtime engine
       overall, and the recommended CPU deployment is ``export_onnx`` -> ``quantize_int8`` ->
       ``auto`` on the int8 file: X3D-s 27 / 84 ms (torch eager 53 / 205: 2.0x / 2.4x), SlowOnly
       156 / 555 (eager 351 / 2338: 2.3x / 4.2x), C3D-s 114 / 384 (eager 212 / 849: 1.9x /
@@ -399,8 +531,19 @@ def make_engine(kind: str, path: str | os.PathLike, *, threads: int | None = Non
 
         return make_gpu_engine(kind_name, source, threads=threads, device=device, options=options)
     is_onnx = _looks_like_onnx(source)
+    precision = str((options or {}).get("precision") or "fp32")
+    if precision != "fp32" and kind_name not in ("openvino",):
+        raise EngineError(f"precision {precision!r} is for the openvino (or GPU) engines; {kind_name} runs the "
+                          "file's own precision")
+    if kind_name == "openvino":
+        if not is_onnx:
+            raise EngineError(f"{source}: the openvino engine needs an ONNX model; export the checkpoint first "
+                              "(posestream export)")
+        return _openvino_or_onnx(source, threads, precision, device)
     if kind_name == "auto":
         if is_onnx:
+            if device != "cuda" and not _onnxruntime_has_cuda(device) and not _has_qdq(source):
+                return _openvino_or_onnx(source, threads, "fp32", device)
             return OnnxEngine(source, threads=threads, device=device)
         return TorchEngine(source, channels_last_3d=True, threads=threads)
     if kind_name in ("torch", "torch-cl3d"):
@@ -451,6 +594,15 @@ def _looks_like_onnx(path: str) -> bool:
     return head[:2] != b"PK" and head[:1] != b"\x80"  # zip (torch.save) or a raw pickle
 
 
+def _onnxruntime_has_cuda(device: str) -> bool:
+    """Whether ``OnnxEngine(device=device)`` would run on CUDA (then ``auto`` keeps it)."""
+    if device == "cpu":
+        return False
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def _has_qdq(path: str) -> bool:
     try:
         import onnx
@@ -485,6 +637,6 @@ def _torch_num_classes(model) -> int:
 
 __all__ = [
     "ENGINE_KINDS", "GPU_ENGINE_KINDS", "ALL_ENGINE_KINDS", "EngineError", "ActionEngine", "TorchEngine",
-    "OnnxEngine", "make_engine",
+    "OnnxEngine", "OpenVinoEngine", "make_engine", "precision_check", "check_volumes", "format_precision_check",
     "card_metadata", "card_from_metadata", "read_onnx_metadata",
 ]

@@ -19,7 +19,9 @@ mmpose           :class:`MMPoseTopDown`: MMPose's own inferencer, when ``mmpose`
 
 The default front end works offline from what pip installs: both networks ship as ONNX files
 in ``posestream/engines/models/`` (converted once from Google's TFLite releases by
-``benchmarks/pose_convert.py``; see ``models/MODEL_CARD.md``) and run in ONNX Runtime.
+``benchmarks/pose_convert.py``; see ``models/MODEL_CARD.md``) and run in OpenVINO, or in ONNX
+Runtime where OpenVINO is missing or fails (``backend=``: ``auto``, ``openvino``, ``onnx``; see
+:mod:`posestream.engines.backend`).
 
 :class:`MoveNetBlazePose` is top-down, as the PoseConv3D paper recommends (Sec. 3.1):
 
@@ -410,23 +412,19 @@ def movenet_input_shape(height: int, width: int, input_size: int | Sequence[int]
 def ort_session(path: str | os.PathLike, threads: int = 1, what: str = "model"):
     """An ONNX Runtime CPU session with ``threads`` intra-op threads (no spinning: the pose
     models share the CPU with the action engine)."""
+    return pose_session(path, threads, what, backend="onnx")
+
+
+def pose_session(path: str | os.PathLike, threads: int = 1, what: str = "model", backend: str = "auto"):
+    """A session for a pose network on ``backend`` (``auto``, ``openvino``, ``onnx``): OpenVINO,
+    or ONNX Runtime's as the fallback (see :func:`posestream.engines.backend.open_session`);
+    either has ONNX Runtime's ``run(output_names, feeds)``."""
+    from posestream.engines.backend import BackendError, open_session
+
     try:
-        import onnxruntime as ort
-    except ImportError:  # pragma: no cover - onnxruntime is a dependency
-        raise PoseError("onnxruntime is not installed: pip install onnxruntime") from None
-    p = Path(path)
-    if not p.is_file():
-        raise PoseError(f"{os.fspath(path)}: no such {what} file")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, int(threads))
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(os.fspath(p), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise PoseError(f"{os.fspath(path)}: cannot load {what}: {first_line(exc)}") from None
+        return open_session(path, threads, what, backend=backend, error=PoseError)
+    except BackendError as exc:
+        raise PoseError(str(exc)) from None
 
 
 def shipped_model(name: str) -> Path:
@@ -451,7 +449,7 @@ def _cv2():
 
 
 class MoveNetDetector:
-    """MoveNet MultiPose Lightning in ONNX Runtime: up to 6 people, boxes and 17 keypoints.
+    """MoveNet MultiPose Lightning (OpenVINO or ONNX Runtime, ``backend``): up to 6 people, boxes and 17 keypoints.
 
     Input ``[1, H, W, 3]`` uint8 RGB (H, W multiples of 32); output ``[1, 6, 56]`` = 17 x
     (y, x, score) normalised to the input, then ymin, xmin, ymax, xmax, score.
@@ -459,10 +457,10 @@ class MoveNetDetector:
 
     def __init__(self, path: str | os.PathLike | None = None, input_size: int | Sequence[int] = 384,
                  threads: int = 1, score_threshold: float = 0.2, dedup_oks: float = 0.5,
-                 dedup_iou: float = 0.8) -> None:
+                 dedup_iou: float = 0.8, backend: str = "auto") -> None:
         movenet_input_shape(480, 640, input_size)  # validates
         self.path = Path(path) if path is not None else shipped_model(MOVENET_FILE)
-        self.session = ort_session(self.path, threads, "MoveNet model")
+        self.session = pose_session(self.path, threads, "MoveNet model", backend)
         self.input_name = self.session.get_inputs()[0].name
         self.input_size = input_size
         self.score_threshold = float(score_threshold)
@@ -521,7 +519,7 @@ class MoveNetDetector:
 
 
 class BlazePoseLandmarks:
-    """BlazePose GHUM full landmarks (MediaPipe ``pose_landmark_full``) in ONNX Runtime.
+    """BlazePose GHUM full landmarks (MediaPipe ``pose_landmark_full``), OpenVINO or ONNX Runtime.
 
     Input ``[1, 256, 256, 3]`` float RGB in [0, 1]; outputs: ``[1, 195]`` = 39 x (x, y, z,
     visibility, presence) with x, y in input pixels and visibility/presence as logits, the
@@ -531,9 +529,9 @@ class BlazePoseLandmarks:
     """
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int = 1, crop_scale: float = 1.25,
-                 rotate: bool = True, refine: bool = True) -> None:
+                 rotate: bool = True, refine: bool = True, backend: str = "auto") -> None:
         self.path = Path(path) if path is not None else shipped_model(LANDMARK_FILE)
-        self.session = ort_session(self.path, threads, "BlazePose landmark model")
+        self.session = pose_session(self.path, threads, "BlazePose landmark model", backend)
         self.input_name = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
         shapes = [tuple(o.shape) for o in self.session.get_outputs()]
@@ -598,7 +596,10 @@ class MoveNetBlazePose(PoseEstimator):
     (see the module docstring). All arguments have working defaults.
 
     input_size: MoveNet's input long side (int, multiple of 32) or a fixed (H, W).
-    threads: ONNX Runtime intra-op threads of each network.
+    threads: intra-op threads of each network (OpenVINO's INFERENCE_NUM_THREADS, ONNX Runtime's
+        intra_op_num_threads).
+    backend: where both networks run: ``auto`` (OpenVINO when installed, else ONNX Runtime),
+        ``openvino`` or ``onnx`` (see :mod:`posestream.engines.backend`).
     detection_threshold: a MoveNet person score from which a person is kept whatever the
         landmark model says (small, distant people seen from above score ~0.15-0.5).
     candidate_threshold, confirm_presence: a weaker MoveNet detection (score in
@@ -626,16 +627,17 @@ class MoveNetBlazePose(PoseEstimator):
                  landmark_presence_threshold: float = 0.5, crop_scale: float = 1.25, rotate: bool = True,
                  refine_heatmap: bool = True, use_landmarks: bool = True, max_people: int | None = None,
                  dedup_oks: float = 0.5, dedup_iou: float = 0.8, movenet_path: str | os.PathLike | None = None,
-                 landmark_path: str | os.PathLike | None = None) -> None:
+                 landmark_path: str | os.PathLike | None = None, backend: str = "auto") -> None:
         super().__init__()
         if not 0 <= candidate_threshold <= detection_threshold:
             raise PoseError(f"need 0 <= candidate_threshold ({candidate_threshold}) <= detection_threshold "
                             f"({detection_threshold})")
         floor = candidate_threshold if use_landmarks else detection_threshold
         self.detector = MoveNetDetector(movenet_path, input_size=input_size, threads=threads,
-                                        score_threshold=floor, dedup_oks=dedup_oks, dedup_iou=dedup_iou)
+                                        score_threshold=floor, dedup_oks=dedup_oks, dedup_iou=dedup_iou,
+                                        backend=backend)
         self.landmarks = (BlazePoseLandmarks(landmark_path, threads=threads, crop_scale=crop_scale, rotate=rotate,
-                                             refine=refine_heatmap) if use_landmarks else None)
+                                             refine=refine_heatmap, backend=backend) if use_landmarks else None)
         self.detection_threshold = float(detection_threshold)
         self.confirm_presence = float(confirm_presence)
         self.landmark_presence_threshold = float(landmark_presence_threshold)
@@ -695,7 +697,17 @@ class MoveNetBlazePose(PoseEstimator):
                 "detection_threshold": self.detection_threshold, "candidate_threshold": self.detector.score_threshold,
                 "confirm_presence": self.confirm_presence,
                 "landmark_presence_threshold": self.landmark_presence_threshold,
-                "models": [str(self.detector.path)] + ([str(self.landmarks.path)] if self.landmarks else [])}
+                "models": [str(self.detector.path)] + ([str(self.landmarks.path)] if self.landmarks else []),
+                "backends": self.backends()}
+
+    def backends(self) -> dict[str, str]:
+        """What runs each network: ``"openvino"`` or ``"onnxruntime"``."""
+        from posestream.engines.backend import session_backend
+
+        out = {"detector": session_backend(self.detector.session)}
+        if self.landmarks is not None:
+            out["landmarks"] = session_backend(self.landmarks.session)
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -999,6 +1011,6 @@ __all__ = [
     "MoveNetBlazePose", "RtmTopDown", "MMPoseTopDown", "make_pose_estimator", "PRESETS", "FRONT_ENDS",
     "BLAZEPOSE_TO_COCO", "blazepose_to_coco", "dedup_people", "keypoint_oks", "box_iou", "decode_simcc",
     "get_warp_matrix", "bbox_xyxy_to_cs", "fix_aspect_ratio", "crop_transform", "upright_angle",
-    "refine_from_heatmap", "movenet_input_shape", "check_frame", "draw_people",
+    "refine_from_heatmap", "movenet_input_shape", "check_frame", "draw_people", "pose_session", "ort_session",
     "MIN_BOX_SIDE", "usable_box", "clean_keypoints", "box_from_keypoints", "sanitize_people", "mmpose_people",
 ]

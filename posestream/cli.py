@@ -120,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pose front end (default: MoveNet + BlazePose, shipped with posestream)")
     p.add_argument("--det-onnx", help="RTMDet person detector ONNX (with --pose rtm)")
     p.add_argument("--pose-onnx", help="RTMPose ONNX (with --pose rtm)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="threads of each pose network (default 1)")
+    p.add_argument("--pose-backend", choices=["auto", "openvino", "onnx"], default="auto",
+                   help="where the MoveNet + BlazePose networks run (default auto: OpenVINO when installed, else "
+                        "ONNX Runtime); --pose rtm runs in ONNX Runtime")
     p.set_defaults(run=cmd_pose)
 
     p = commands.add_parser("train", help="train a model from a PYSKL-format config (a file or a shipped name)")
@@ -222,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="action model: a posestream checkpoint or ONNX file (default: the shipped one)")
     p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine")
+    p.add_argument("--pose-backend", choices=["auto", "openvino", "onnx"],
+                   help="where the pose networks run (default auto: OpenVINO when installed, else ONNX Runtime)")
+    p.add_argument("--engine-precision", choices=["fp32", "bf16"],
+                   help="with --engine openvino: bf16 (AMX) prints its accuracy check against fp32 (default fp32)")
     p.add_argument("--show", action="store_true", help="also show a live window (needs an OpenCV build with GUI)")
     p.add_argument("--http", metavar="HOST:PORT", help="serve status, MJPEG preview and /metrics here")
     p.set_defaults(run=cmd_demo)
@@ -238,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="action model (default: the shipped one)")
     p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine")
+    p.add_argument("--pose-backend", choices=["auto", "openvino", "onnx"],
+                   help="where the pose networks run (default auto: OpenVINO when installed, else ONNX Runtime)")
+    p.add_argument("--engine-precision", choices=["fp32", "bf16"],
+                   help="with --engine openvino: bf16 (AMX) prints its accuracy check against fp32 (default fp32)")
     p.add_argument("--pace", choices=PACES, default="realtime",
                    help="realtime: the video plays at its own rate like a camera, the pipeline drops what it "
                         "cannot take (latency as live); fast: every frame, as fast as processed (throughput)")
@@ -313,6 +324,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine (default auto; the GPU kinds fall back to the CPU with a notice)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where the action engine runs (default cpu)")
+    p.add_argument("--pose-backend", choices=["auto", "openvino", "onnx"],
+                   help="where the pose networks run (default auto: OpenVINO when installed, else ONNX Runtime)")
+    p.add_argument("--engine-precision", choices=["fp32", "bf16"],
+                   help="with --engine openvino: bf16 (AMX) prints its accuracy check against fp32 (default fp32)")
     p.add_argument("--pose", choices=list(POSE_PRESETS), help="pose front end preset")
     p.add_argument("--mode", choices=MODES, help="one window per person (track) or per stream (scene)")
     p.add_argument("--out", dest="video_out", help="annotated video to write (.mp4; several streams: one file each)")
@@ -428,11 +443,14 @@ def cmd_show_clip(args) -> int:
 
 
 def cmd_pose(args) -> int:
+    from posestream.engines.pose import PRESETS as POSE_PRESETS
     from posestream.engines.pose import make_pose_estimator
     from posestream.realtime.video_clips import extract_clips
     from posestream.train.data.clips import save_dataset
 
     options = {"threads": args.threads}
+    if args.pose in POSE_PRESETS:
+        options["backend"] = args.pose_backend
     if args.pose == "rtm":
         if not (args.det_onnx and args.pose_onnx):
             raise UsageError("--pose rtm needs --det-onnx and --pose-onnx")
@@ -644,7 +662,8 @@ def _run_config(args, **overrides):
     from posestream.realtime.config import load_run_config
 
     config = load_run_config(getattr(args, "config", None))
-    options = {k: getattr(args, k, None) for k in ("model", "engine", "device", "pose", "mode", "video_out",
+    options = {k: getattr(args, k, None) for k in ("model", "engine", "device", "pose", "pose_backend",
+                                                   "engine_precision", "mode", "video_out",
                                                    "events_out", "webhook", "mqtt", "mqtt_discovery", "http",
                                                    "token", "show", "pace", "loop", "max_frames", "evidence",
                                                    "evidence_pre_s", "evidence_post_s", "retention_days",
@@ -721,6 +740,7 @@ def cmd_demo(args) -> int:
     from posestream.realtime.config import RunConfig
 
     config = RunConfig().replace(video_out=args.out, events_out="-", model=args.model, engine=args.engine,
+                                 pose_backend=args.pose_backend, engine_precision=args.engine_precision,
                                  show=args.show or None, http=args.http,
                                  pace="realtime" if live else "fast",
                                  max_frames=None if live or not args.max_frames else args.max_frames)
@@ -743,7 +763,7 @@ def cmd_bench(args) -> int:
     if args.frames < 1:
         raise UsageError("--frames must be >= 1")
     config = load_run_config(args.config).replace(**PRESET_SETTINGS[args.preset]).replace(
-        model=args.model, engine=args.engine)
+        model=args.model, engine=args.engine, pose_backend=args.pose_backend, engine_precision=args.engine_precision)
     report = run_bench(str(video), args.streams, args.frames, config, json_out=args.json,
                        extra={"preset": args.preset}, pace=args.pace)
     print(format_table(report))

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 from posestream.files import atomic_write
 from posestream.realtime.config import RunConfig
 
-__all__ = ["run_bench", "machine_info", "rss_mb", "format_table"]
+__all__ = ["run_bench", "machine_info", "rss_mb", "format_table", "describe_backends"]
 
 STAGES = ("read", "detect", "pose", "track", "window", "rasterize", "classify", "frame", "frame_to_label")
 
@@ -58,7 +58,7 @@ def machine_info() -> dict[str, Any]:
         pass
     info: dict[str, Any] = {"cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform(),
                             "python": platform.python_version()}
-    for mod in ("numpy", "onnxruntime", "torch", "cv2"):
+    for mod in ("numpy", "onnxruntime", "openvino", "torch", "cv2"):
         try:
             info[mod] = __import__(mod).__version__
         except Exception:
@@ -136,6 +136,7 @@ def run_once(video: str, streams: int, config: RunConfig, *, engine=None, progre
     batch = runtime.batcher.stats()
     return {
         "streams": streams,
+        "pose": runtime.status()["pose"],
         "wall_s": round(wall, 2),
         "frames": per_stream,
         "fps_per_stream": {k: round(v / wall, 2) for k, v in per_stream.items()},
@@ -172,7 +173,7 @@ def format_table(report: dict) -> str:
     def row(name: str, cells) -> str:
         return f"{name:<18}" + "".join(f"{c:>26}" for c in cells)
 
-    lines = [row("stage (ms)", [f"{r['streams']} stream(s) p50/p95/p99" for r in runs])]
+    lines = [describe_backends(report), row("stage (ms)", [f"{r['streams']} stream(s) p50/p95/p99" for r in runs])]
     for stage in STAGES:
         cells = []
         for r in runs:
@@ -186,6 +187,17 @@ def format_table(report: dict) -> str:
     lines.append(row("windows (mean batch)", [f"{r['windows']} ({r['mean_batch']})" for r in runs]))
     lines.append(row("rss MiB start/end", [f"{r['rss_mb']['start']}/{r['rss_mb']['end']}" for r in runs]))
     return "\n".join(lines)
+
+
+def describe_backends(report: dict) -> str:
+    """One line: what runs the action model and each pose network (OpenVINO or ONNX Runtime)."""
+    engine = report.get("engine", {})
+    parts = [f"action: {engine.get('engine')} ({engine.get('backend', engine.get('device'))}, "
+             f"{engine.get('precision')}, {engine.get('threads')} thread(s))"]
+    pose = next((r.get("pose") for r in report.get("runs", []) if r.get("pose")), None) or {}
+    for network, backend in (pose.get("backends") or {}).items():
+        parts.append(f"{network}: {backend}")
+    return "runs on: " + "; ".join(parts)
 
 
 def run_bench(video: str, streams: Sequence[int] = (1, 2, 4), frames: int = 150,

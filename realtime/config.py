@@ -40,7 +40,8 @@ PACES: tuple[str, ...] = ("realtime", "fast")
 class RunConfig:
     # perception
     pose: str = "default"          #: pose front end preset or name (posestream.engines.pose)
-    pose_threads: int = 1          #: ONNX Runtime threads of each pose network
+    pose_threads: int = 1          #: threads of each pose network (OpenVINO or ONNX Runtime)
+    pose_backend: str = "auto"     #: where the pose networks run: auto (OpenVINO if installed), openvino, onnx
     max_people: int | None = None  #: landmarks for at most this many people a frame (None: all)
     # windows
     mode: str = "track"            #: "track" (one window per person) or "scene" (one per stream)
@@ -51,7 +52,9 @@ class RunConfig:
     scene_persons: int = 2         #: persons per scene window (NTU's 2)
     # action model
     model: str | None = None       #: checkpoint or ONNX file; None: the shipped default
-    engine: str = "auto"           #: auto, torch, torch-cl3d, onnx, onnx-int8, torch-cuda, tensorrt
+    engine: str = "auto"           #: auto, torch, torch-cl3d, onnx, onnx-int8, openvino, torch-cuda, tensorrt
+    #: "bf16": the openvino engine in bf16 (AMX), built only with its accuracy check printed
+    engine_precision: str = "fp32"
     device: str = "cpu"            #: "cuda": the action engine on the GPU (auto -> torch-cuda)
     engine_threads: int = 1
     max_batch: int = 8
@@ -95,6 +98,12 @@ class RunConfig:
             raise ValueError(f"mode must be 'track' or 'scene', got {self.mode!r}")
         if self.pace not in PACES:
             raise ValueError(f"pace must be 'realtime' or 'fast', got {self.pace!r}")
+        if self.pose_backend not in ("auto", "openvino", "onnx"):
+            raise ValueError(f"pose_backend must be auto, openvino or onnx, got {self.pose_backend!r}")
+        if self.engine_precision not in ("fp32", "bf16"):
+            raise ValueError(f"engine_precision must be fp32 or bf16, got {self.engine_precision!r}")
+        if self.engine_precision != "fp32" and self.engine != "openvino":
+            raise ValueError(f"engine_precision {self.engine_precision} needs engine openvino, got {self.engine!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ValueError(f"rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
         for name in ("window_s", "keep_s"):

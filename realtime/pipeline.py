@@ -830,7 +830,7 @@ class Runtime:
 
     def status(self) -> dict[str, Any]:
         return {"uptime_s": None if self.t_start is None else round(time.monotonic() - self.t_start, 1),
-                "engine": self.engine.info(), "batcher": self.batcher.stats(),
+                "engine": self.engine.info(), "pose": _pose_info(self.workers), "batcher": self.batcher.stats(),
                 "streams": [w.status() for w in self.workers],
                 "sinks": {name: sink.stats() for name, sink in self.sinks.items()},
                 "health": "ok" if all(w.health == "ok" for w in self.workers) else "degraded",
@@ -855,12 +855,23 @@ def label_threshold(configured: float | None, engine: ActionEngine) -> float:
     return float(value) if value is not None else DEFAULT_MIN_LABEL_SCORE
 
 
+def _pose_info(workers: Sequence[Any]) -> dict[str, Any] | None:
+    """The first stream's pose front end (name, settings, which backend runs each network)."""
+    estimator = getattr(workers[0], "estimator", None) if workers else None
+    info = getattr(estimator, "info", None)
+    return info() if callable(info) else None
+
+
 def default_estimator(config: RunConfig):
     from posestream.engines.pose import make_pose_estimator
+
+    from posestream.engines.pose import PRESETS
 
     kwargs: dict[str, Any] = {"threads": config.pose_threads}
     if config.max_people is not None:
         kwargs["max_people"] = config.max_people
+    if config.pose in PRESETS:  # the MoveNet + BlazePose front ends
+        kwargs["backend"] = config.pose_backend
     return make_pose_estimator(config.pose, **kwargs)
 
 
@@ -875,8 +886,12 @@ def load_action_engine(config: RunConfig) -> ActionEngine:
     device = "auto" if kind in ("torch-cuda", "tensorrt") else config.device
     if config.device == "cuda" and kind in ("onnx", "onnx-int8"):
         device = "cuda"
-    return make_engine(kind, path, threads=config.engine_threads, device=device,
-                       options={"max_batch": max(32, config.max_batch)} if kind in ("torch-cuda", "tensorrt") else None)
+    options: dict[str, Any] | None = None
+    if kind in ("torch-cuda", "tensorrt"):
+        options = {"max_batch": max(32, config.max_batch)}
+    elif config.engine_precision != "fp32":
+        options = {"precision": config.engine_precision}
+    return make_engine(kind, path, threads=config.engine_threads, device=device, options=options)
 
 
 def default_action_model() -> str:

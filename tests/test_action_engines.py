@@ -131,12 +131,17 @@ def test_quantizer_refuses_bad_input_and_writes_nothing(models, tmp_path):
 
 
 def test_make_engine_by_name(models, restore_torch_threads):
-    assert ENGINE_KINDS == ("auto", "torch", "torch-cl3d", "onnx", "onnx-int8")
+    assert ENGINE_KINDS == ("auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "openvino")
+    from posestream.engines.action import OpenVinoEngine
+    from posestream.engines.backend import openvino_available
+
+    # auto: an fp32 ONNX file runs in OpenVINO where it is installed (else ONNX Runtime), an
+    # int8 one in ONNX Runtime as it is; a checkpoint runs in torch channels-last-3d (X3D).
+    on_cpu = (OpenVinoEngine, "openvino") if openvino_available() else (OnnxEngine, "onnx")
     cases = {("torch", "ckpt"): (TorchEngine, "torch"), ("torch-cl3d", "ckpt"): (TorchEngine, "torch-cl3d"),
              ("onnx", "onnx"): (OnnxEngine, "onnx"), ("onnx", "int8"): (OnnxEngine, "onnx-int8"),
-             ("onnx-int8", "int8"): (OnnxEngine, "onnx-int8"),
-             # auto: an ONNX file runs as it is; a checkpoint runs in torch channels-last-3d (X3D).
-             ("auto", "ckpt"): (TorchEngine, "torch-cl3d"), ("auto", "onnx"): (OnnxEngine, "onnx"),
+             ("onnx-int8", "int8"): (OnnxEngine, "onnx-int8"), ("openvino", "onnx"): on_cpu,
+             ("auto", "ckpt"): (TorchEngine, "torch-cl3d"), ("auto", "onnx"): on_cpu,
              ("AUTO", "int8"): (OnnxEngine, "onnx-int8")}
     for (kind, which), (cls, name) in cases.items():
         engine = make_engine(kind, str(models[which]))
