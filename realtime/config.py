@@ -42,6 +42,9 @@ class RunConfig:
     pose: str = "default"          #: pose front end preset or name (posestream.engines.pose)
     pose_threads: int = 1          #: ONNX Runtime threads of each pose network
     max_people: int | None = None  #: landmarks for at most this many people a frame (None: all)
+    #: the person detector runs at least every this many processed frames; between, people are
+    #: tracked by their landmarks (front ends that can: posestream.realtime.perception). 1: always
+    detect_every: int = 5
     # windows
     mode: str = "track"            #: "track" (one window per person) or "scene" (one per stream)
     window_s: float = 3.0          #: seconds of skeletons per window (the model saw 1.5-6 s clips)
@@ -100,7 +103,8 @@ class RunConfig:
         for name in ("window_s", "keep_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("stride", "min_frames", "max_batch", "pose_threads", "engine_threads", "scene_persons"):
+        for name in ("stride", "min_frames", "max_batch", "pose_threads", "engine_threads", "scene_persons",
+                     "detect_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

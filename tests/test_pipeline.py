@@ -71,6 +71,12 @@ def test_vtest_tracks_are_formed_and_every_track_gets_labels(vtest_run):
     stream = status["streams"][0]
     assert stream["frames_processed"] == 80
     assert stream["source"]["health"] == "ended"
+    # the detector ran on some frames only (every 5th, or after a lost track); the others
+    # were tracked by their landmarks
+    detection = stream["detection"]
+    assert detection["every"] == 5 and detection["frames"] == 80
+    assert 80 // 5 <= stream["detector_calls"] == detection["detector_calls"] <= 80 // 2
+    assert stream["people_seen"] >= 3 * 80
     labels = runtime.label_summary()["vtest"]
     # vtest.avi has 3-7 pedestrians in view over these frames
     assert len(labels) >= 3
