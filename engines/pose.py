@@ -109,6 +109,16 @@ class PersonPose:
     presence: float = float("nan")
     landmarks: np.ndarray | None = None
     aux: np.ndarray | None = None
+    #: how far ``aux`` moved since this person's previous processed frame (``[2]`` pixels),
+    #: when known: the next crop is moved on by as much (people walk out of a still crop when
+    #: frames are processed 0.3 s or more apart)
+    aux_motion: np.ndarray | None = None
+
+    def next_aux(self) -> np.ndarray | None:
+        """Where ``aux`` is expected in the next processed frame (constant motion), or None."""
+        if self.aux is None:
+            return None
+        return self.aux if self.aux_motion is None else self.aux + self.aux_motion[None, :]
 
     @property
     def score(self) -> float:
@@ -647,11 +657,12 @@ class BlazePoseLandmarks:
         side = self.crop_scale * max(rotated_extent(x2 - x1, y2 - y1, angle), 1.0)
         return crop_transform(((x1 + x2) / 2, (y1 + y2) / 2), side, angle, BLAZEPOSE_INPUT)
 
-    def crop_matrix_from_aux(self, aux: np.ndarray) -> np.ndarray | None:
+    def crop_matrix_from_aux(self, aux: np.ndarray, widen: float = 1.0) -> np.ndarray | None:
         """Image -> 256x256 crop for the next frame from this frame's auxiliary points ``[2, 2]``
         (image pixels; hips' middle, full-extent point), as MediaPipe's ``pose_landmarks_to_roi``:
         centred on the hips' middle, side ``2 * |p1 - p0|`` x ``crop_scale``, turned so that
-        p0 -> p1 points up. None when the points are not finite or coincide."""
+        p0 -> p1 points up; ``widen`` times larger to search around there. None when the
+        points are not finite or coincide."""
         aux = np.asarray(aux, np.float64)
         v = aux[1] - aux[0]
         dist = float(np.hypot(*v))
@@ -661,7 +672,7 @@ class BlazePoseLandmarks:
         if self.rotate:
             a = -math.pi / 2 - math.atan2(v[1], v[0])
             angle = math.atan2(math.sin(a), math.cos(a))
-        return crop_transform(aux[0], self.crop_scale * 2.0 * dist, angle, BLAZEPOSE_INPUT)
+        return crop_transform(aux[0], widen * self.crop_scale * 2.0 * dist, angle, BLAZEPOSE_INPUT)
 
     def _crop(self, frame_bgr: np.ndarray, m: np.ndarray) -> np.ndarray:
         cv2 = _cv2()
@@ -746,6 +757,9 @@ class MoveNetBlazePose(PoseEstimator):
         candidates are confirmed).
     batch_landmarks: run the landmark model once per frame for all people (a dynamic-batch
         copy of its file, :func:`dynamic_batch_model`); False: once per person.
+    search_widen: a tracked person not found in the crop made from their last landmarks is
+        searched for in one this many times larger (then in a crop centred on what it found)
+        before counting as lost.
     max_people: at most this many candidates (best detector scores) get landmarks; the others
         keep MoveNet's keypoints (confident ones) or are dropped (weak ones). None: all (MoveNet
         returns at most 6).
@@ -761,7 +775,8 @@ class MoveNetBlazePose(PoseEstimator):
                  landmark_presence_threshold: float = 0.5, crop_scale: float = 1.25, rotate: bool = True,
                  refine_heatmap: bool = True, use_landmarks: bool = True, max_people: int | None = None,
                  dedup_oks: float = 0.5, dedup_iou: float = 0.8, movenet_path: str | os.PathLike | None = None,
-                 landmark_path: str | os.PathLike | None = None, batch_landmarks: bool = True) -> None:
+                 landmark_path: str | os.PathLike | None = None, batch_landmarks: bool = True,
+                 search_widen: float = 1.5) -> None:
         super().__init__()
         if not 0 <= candidate_threshold <= detection_threshold:
             raise PoseError(f"need 0 <= candidate_threshold ({candidate_threshold}) <= detection_threshold "
@@ -779,6 +794,7 @@ class MoveNetBlazePose(PoseEstimator):
         self.dedup_oks = float(dedup_oks)
         self.threads = threads
         self.tracks_landmarks = self.landmarks is not None
+        self.search_widen = float(search_widen)
         self.lost = 0  # people the last track() call lost
 
     def detect(self, frame_bgr: np.ndarray) -> list[PersonPose]:
@@ -818,7 +834,7 @@ class MoveNetBlazePose(PoseEstimator):
             for person in carried:
                 if len(jobs) >= limit:
                     break
-                m = None if person.aux is None else self.landmarks.crop_matrix_from_aux(person.aux)
+                m = None if person.aux is None else self.landmarks.crop_matrix_from_aux(person.next_aux())
                 if m is not None and all(box_iou(person.box, d.box) < CARRY_IOU for d in people):
                     jobs.append((person, m, True))
         results = self._landmark_batch(frame_bgr, [(p, m) for p, m, _ in jobs])
@@ -840,6 +856,7 @@ class MoveNetBlazePose(PoseEstimator):
             fallback = PersonPose(person.box.copy(), person.keypoints.copy(), "movenet")
             if person.score >= self.detection_threshold and not self._duplicate(fallback, kept):
                 kept.append(fallback)
+        self._match_motion(kept, carried)
         return kept
 
     def track(self, frame_bgr: np.ndarray, carried: Sequence[PersonPose]) -> list[PersonPose]:
@@ -857,19 +874,56 @@ class MoveNetBlazePose(PoseEstimator):
         jobs = []
         lost = 0
         for person in carried:
-            m = None if person.aux is None else self.landmarks.crop_matrix_from_aux(person.aux)
+            m = None if person.aux is None else self.landmarks.crop_matrix_from_aux(person.next_aux())
             if m is None:
                 lost += 1
             else:
                 jobs.append((person, m))
         kept: list[PersonPose] = []
-        for candidate, presence in self._landmark_batch(frame_bgr, jobs):
-            if presence >= self.landmark_presence_threshold and not self._duplicate(candidate, kept):
+        missing = []
+        threshold = self.landmark_presence_threshold
+        for (person, _), (candidate, presence) in zip(jobs, self._landmark_batch(frame_bgr, jobs)):
+            if presence >= threshold and not self._duplicate(candidate, kept):
                 kept.append(candidate)
+            elif presence < threshold:
+                missing.append(person)
             else:
-                lost += 1
-        self.lost = lost
+                lost += 1  # it slid onto somebody already kept
+        # Not in its crop: search a wider one around it (a person who walked out of the crop
+        # between two frames processed far apart), then centre the crop on what was found.
+        wide = [(p, m) for p in missing
+                if (m := self.landmarks.crop_matrix_from_aux(p.next_aux(), self.search_widen)) is not None]
+        found = [(p, c.aux) for (p, _), (c, presence) in zip(wide, self._landmark_batch(frame_bgr, wide))
+                 if presence >= threshold]
+        centred = [(p, m) for p, aux in found if (m := self.landmarks.crop_matrix_from_aux(aux)) is not None]
+        recovered = 0
+        for candidate, presence in self._landmark_batch(frame_bgr, centred):
+            if presence >= threshold and not self._duplicate(candidate, kept):
+                kept.append(candidate)
+                recovered += 1
+        self.lost = lost + len(missing) - recovered
         return kept
+
+    @staticmethod
+    def _match_motion(kept: Sequence[PersonPose], carried: Sequence[PersonPose]) -> None:
+        """Set ``aux_motion`` of the people of a detection frame from who they were in the
+        previous frame: pairs of (this frame's, the previous frame's) hips' middles, nearest
+        first, one to one, nearer than a body length (twice the hips-to-extent distance; a
+        person walking across vtest.avi moves about half of one in 0.4 s)."""
+        new = [p for p in kept if p.aux is not None and p.aux_motion is None]
+        old = [q for q in carried if q.aux is not None]
+        if not new or not old:
+            return
+        d = np.array([[float(np.hypot(*(p.aux[0] - q.aux[0]))) for q in old] for p in new])
+        reach = np.array([2.0 * float(np.hypot(*(p.aux[1] - p.aux[0]))) for p in new])
+        taken_new, taken_old = set(), set()
+        for flat in np.argsort(d, axis=None):
+            i, j = divmod(int(flat), len(old))
+            if i in taken_new or j in taken_old or d[i, j] >= reach[i]:
+                continue
+            taken_new.add(i)
+            taken_old.add(j)
+            new[i].aux_motion = (new[i].aux[0] - old[j].aux[0]).astype(np.float32)
 
     def _landmark_batch(self, frame_bgr: np.ndarray, jobs: Sequence[tuple[PersonPose, np.ndarray]]
                         ) -> list[tuple[PersonPose, float]]:
@@ -894,7 +948,8 @@ class MoveNetBlazePose(PoseEstimator):
                     box = around
                 else:
                     presence = 0.0  # its landmarks left the frame
-            out.append((PersonPose(box, keypoints, "blazepose", presence, landmarks, aux), presence))
+            motion = (aux[0] - person.aux[0]).astype(np.float32) if person.aux is not None else None
+            out.append((PersonPose(box, keypoints, "blazepose", presence, landmarks, aux, motion), presence))
         share = (time.perf_counter() - t) * 1e3 / len(jobs)
         self._stage_ms.extend([share] * len(jobs))
         return out
