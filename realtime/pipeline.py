@@ -268,7 +268,7 @@ class StreamWorker:
 
         c = self.config
         return WindowScheduler(clip_len=self.batcher.clip_len, size=self.batcher.size, window_s=c.window_s,
-                               stride=c.stride, min_frames=c.min_frames, mode=c.mode, scene_persons=c.scene_persons)
+                               stride=c.stride, **c.window_minimum(), mode=c.mode, scene_persons=c.scene_persons)
 
     def _restart_detect(self) -> None:
         if self.estimator_factory is not None:
