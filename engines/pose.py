@@ -954,6 +954,18 @@ class MoveNetBlazePose(PoseEstimator):
         self._stage_ms.extend([share] * len(jobs))
         return out
 
+    def warmup(self, max_batch: int = 6) -> None:
+        """One landmark call at every batch size up to ``max_batch`` (MoveNet returns at most 6
+        people): ONNX Runtime plans memory per input shape, and the first call at a new batch
+        size is several times slower than the next ones; a live stream should not pay that on
+        the frame where the sixth person walks in."""
+        if self.landmarks is None:
+            return
+        frame = np.zeros((BLAZEPOSE_INPUT, BLAZEPOSE_INPUT, 3), np.uint8)
+        m = crop_transform((BLAZEPOSE_INPUT / 2, BLAZEPOSE_INPUT / 2), BLAZEPOSE_INPUT, 0.0, BLAZEPOSE_INPUT)
+        for n in range(1, (max_batch if self.landmarks.batched else 1) + 1):
+            self.landmarks.run_batch(frame, [m] * n)
+
     def _duplicate(self, person: PersonPose, kept: Sequence[PersonPose]) -> bool:
         for q in kept:
             area = 0.5 * (_box_area(person.box) + _box_area(q.box))

@@ -667,6 +667,10 @@ class Runtime:
         # a new batch size took hundreds of ms (it showed as the tail of frame-to-label latency).
         for batch in range(1, self.config.max_batch + 1):
             self.engine.warmup(batch)
+        for w in self.workers:  # the same for the landmark model's batch sizes (all people of a frame)
+            warmup = getattr(w.estimator, "warmup", None)
+            if warmup is not None:
+                warmup()
         self.batcher.start()
         self._events_thread = threading.Thread(target=self._events_loop, name="events", daemon=True)
         self._events_thread.start()
