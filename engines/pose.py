@@ -609,9 +609,13 @@ class BlazePoseLandmarks:
     pose-presence score ``[N, 1]`` (already a probability: MediaPipe thresholds it at 0.5 with
     no activation), a segmentation ``[N, 256, 256, 1]``, a heatmap ``[N, 64, 64, 39]`` (logits)
     and world landmarks ``[N, 117]``. The shipped file has a fixed batch of 1; with
-    ``batched`` (the default) a dynamic-batch copy (:func:`dynamic_batch_model`) is loaded so
-    that :meth:`run_batch` takes every person of a frame in one call; if that copy cannot be
-    made, the file is loaded as it is and :meth:`run_batch` calls it once per crop.
+    ``max_batch`` > 1 a dynamic-batch copy (:func:`dynamic_batch_model`) is loaded and
+    :meth:`run_batch` runs up to ``max_batch`` crops per call (all people of a frame in one);
+    with 1 (the default), or if that copy cannot be made, the file is loaded as it is and
+    :meth:`run_batch` calls it once per crop. One crop per call is the default because it
+    measured faster in ONNX Runtime on CPU (README, "Detection schedule and batched
+    landmarks": 4 crops in one call took 87 ms of CPU, four calls 78 ms); a runtime or
+    device where batches pay sets ``max_batch``.
 
     Besides the 33 body landmarks the model gives 6 auxiliary points; the first two (33: the
     hips' middle, 34: a point above the head at the body's full extent) are what MediaPipe
@@ -619,14 +623,16 @@ class BlazePoseLandmarks:
     """
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int = 1, crop_scale: float = 1.25,
-                 rotate: bool = True, refine: bool = True, batched: bool = True) -> None:
+                 rotate: bool = True, refine: bool = True, max_batch: int = 1) -> None:
         self.path = Path(path) if path is not None else shipped_model(LANDMARK_FILE)
         load_path = self.path
-        self.batched = False
-        if batched:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+            raise PoseError(f"landmark max_batch must be an integer >= 1, got {max_batch!r}")
+        self.max_batch = 1
+        if max_batch > 1:
             try:
                 load_path = dynamic_batch_model(self.path)
-                self.batched = True
+                self.max_batch = int(max_batch)
             except (PoseError, OSError, ValueError) as exc:
                 log.warning("%s: no dynamic-batch copy (%s); running one crop per call", self.path, first_line(exc))
         self.session = ort_session(load_path, threads, "BlazePose landmark model")
@@ -682,18 +688,16 @@ class BlazePoseLandmarks:
 
     def run_batch(self, frame_bgr: np.ndarray, matrices: Sequence[np.ndarray]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Raw outputs for the crops given by ``matrices`` (one network call when batched):
-        landmarks ``[N, 39, 5]``, presence ``[N]``, heatmaps ``[N, 64, 64, 39]`` (or None)."""
+        """Raw outputs for the crops given by ``matrices`` (``max_batch`` crops per network
+        call): landmarks ``[N, 39, 5]``, presence ``[N]``, heatmaps ``[N, 64, 64, 39]`` (or None)."""
         n = len(matrices)
         if n == 0:
             return (np.zeros((0, BLAZEPOSE_LANDMARKS, 5), np.float32), np.zeros(0, np.float32),
                     None if self._heatmap_out is None else np.zeros((0, 64, 64, BLAZEPOSE_LANDMARKS), np.float32))
         x = np.stack([self._crop(frame_bgr, m) for m in matrices])
-        if self.batched:
-            outs = self.session.run(self._outputs, {self.input_name: x})
-        else:
-            runs = [self.session.run(self._outputs, {self.input_name: x[i:i + 1]}) for i in range(n)]
-            outs = [np.concatenate([r[k] for r in runs]) for k in range(len(self._outputs))]
+        step = self.max_batch
+        runs = [self.session.run(self._outputs, {self.input_name: x[i:i + step]}) for i in range(0, n, step)]
+        outs = runs[0] if len(runs) == 1 else [np.concatenate([r[k] for r in runs]) for k in range(len(self._outputs))]
         lm = np.asarray(outs[0]).reshape(n, BLAZEPOSE_LANDMARKS, 5)
         flags = np.asarray(outs[1], np.float32).reshape(n)
         heat = np.asarray(outs[2]) if len(outs) > 2 else None
@@ -755,8 +759,9 @@ class MoveNetBlazePose(PoseEstimator):
         heatmap refinement.
     use_landmarks: False gives MoveNet's keypoints only (the fastest skeletons; no weak
         candidates are confirmed).
-    batch_landmarks: run the landmark model once per frame for all people (a dynamic-batch
-        copy of its file, :func:`dynamic_batch_model`); False: once per person.
+    landmark_batch: at most this many people per landmark-model call (> 1: a dynamic-batch
+        copy of its file, :func:`dynamic_batch_model`; 6 = all people of a frame in one call);
+        1, the default, calls it once per person (measured faster in ONNX Runtime on CPU).
     search_widen: a tracked person not found in the crop made from their last landmarks is
         searched for in one this many times larger (then in a crop centred on what it found)
         before counting as lost.
@@ -775,7 +780,7 @@ class MoveNetBlazePose(PoseEstimator):
                  landmark_presence_threshold: float = 0.5, crop_scale: float = 1.25, rotate: bool = True,
                  refine_heatmap: bool = True, use_landmarks: bool = True, max_people: int | None = None,
                  dedup_oks: float = 0.5, dedup_iou: float = 0.8, movenet_path: str | os.PathLike | None = None,
-                 landmark_path: str | os.PathLike | None = None, batch_landmarks: bool = True,
+                 landmark_path: str | os.PathLike | None = None, landmark_batch: int = 1,
                  search_widen: float = 1.5) -> None:
         super().__init__()
         if not 0 <= candidate_threshold <= detection_threshold:
@@ -785,7 +790,7 @@ class MoveNetBlazePose(PoseEstimator):
         self.detector = MoveNetDetector(movenet_path, input_size=input_size, threads=threads,
                                         score_threshold=floor, dedup_oks=dedup_oks, dedup_iou=dedup_iou)
         self.landmarks = (BlazePoseLandmarks(landmark_path, threads=threads, crop_scale=crop_scale, rotate=rotate,
-                                             refine=refine_heatmap, batched=batch_landmarks)
+                                             refine=refine_heatmap, max_batch=landmark_batch)
                           if use_landmarks else None)
         self.detection_threshold = float(detection_threshold)
         self.confirm_presence = float(confirm_presence)
@@ -963,7 +968,7 @@ class MoveNetBlazePose(PoseEstimator):
             return
         frame = np.zeros((BLAZEPOSE_INPUT, BLAZEPOSE_INPUT, 3), np.uint8)
         m = crop_transform((BLAZEPOSE_INPUT / 2, BLAZEPOSE_INPUT / 2), BLAZEPOSE_INPUT, 0.0, BLAZEPOSE_INPUT)
-        for n in range(1, (max_batch if self.landmarks.batched else 1) + 1):
+        for n in range(1, min(max_batch, self.landmarks.max_batch) + 1):
             self.landmarks.run_batch(frame, [m] * n)
 
     def _duplicate(self, person: PersonPose, kept: Sequence[PersonPose]) -> bool:

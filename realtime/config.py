@@ -47,6 +47,9 @@ class RunConfig:
     #: the person detector runs at least every this many processed frames; between, people are
     #: tracked by their landmarks (front ends that can: posestream.realtime.perception). 1: always
     detect_every: int = 5
+    #: at most this many people per landmark-model call (1: one call per person, which measured
+    #: faster in ONNX Runtime on CPU; 6: all people of a frame in one call)
+    landmark_batch: int = 1
     # windows
     mode: str = "track"            #: "track" (one window per person) or "scene" (one per stream)
     window_s: float = 3.0          #: seconds of skeletons per window (the model saw 1.5-6 s clips)
@@ -110,7 +113,7 @@ class RunConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("stride", "min_frames", "max_batch", "pose_threads", "engine_threads", "scene_persons",
-                     "detect_every", "floor_frames"):
+                     "detect_every", "floor_frames", "landmark_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

@@ -924,6 +924,8 @@ def default_estimator(config: RunConfig):
     kwargs: dict[str, Any] = {"threads": config.pose_threads}
     if config.max_people is not None:
         kwargs["max_people"] = config.max_people
+    if config.landmark_batch != 1:  # only the MoveNet + BlazePose presets batch their landmarks
+        kwargs["landmark_batch"] = config.landmark_batch
     return make_pose_estimator(config.pose, **kwargs)
 
 

@@ -50,13 +50,14 @@ def test_dynamic_batch_copy_is_made_once_and_only_the_batch_changes(tmp_path):
     assert list(tmp_path.glob("*.tmp")) == []  # written through a temporary file, renamed
 
 
-def test_batched_landmarks_equal_one_call_per_person(estimator, clip):
+def test_batched_landmarks_equal_one_call_per_person(clip):
     """All people of a frame in one call of the dynamic-batch copy give the keypoints that the
     shipped fixed-batch file gives one crop at a time."""
-    single = P.BlazePoseLandmarks(batched=False)
-    assert single.load_path == P.shipped_model(P.LANDMARK_FILE)
+    single = P.BlazePoseLandmarks()
+    assert single.max_batch == 1 and single.load_path == P.shipped_model(P.LANDMARK_FILE)
+    estimator = P.MoveNetBlazePose(landmark_batch=6)
     batched = estimator.landmarks
-    assert batched.batched and batched.load_path != single.load_path
+    assert batched.max_batch == 6 and batched.load_path != single.load_path
     frame = clip[30]
     people = estimator.detect(frame)
     assert len(people) >= 3
@@ -71,13 +72,18 @@ def test_batched_landmarks_equal_one_call_per_person(estimator, clip):
         ks = single.decode(l1, f1, h1, m)[0]
         np.testing.assert_allclose(kb[:, :2], ks[:, :2], atol=1e-2)  # image pixels
         np.testing.assert_allclose(kb[:, 2], ks[:, 2], atol=1e-4)
+    # chunks of 2 give the same as one batch of all
+    two = P.BlazePoseLandmarks(max_batch=2)
+    np.testing.assert_allclose(two.run_batch(frame, matrices)[0], lm, atol=2e-3)
     # and the whole front end: one call per frame gives what one call per person gives
-    per_person = P.MoveNetBlazePose(batch_landmarks=False)
+    per_person = P.MoveNetBlazePose()
     a, b = estimator(frame), per_person(frame)
     assert len(a) == len(b) and len(estimator.timing.landmarks_ms) == len(per_person.timing.landmarks_ms)
     for p, q in zip(a, b):
         assert p.source == q.source
         np.testing.assert_allclose(p.keypoints, q.keypoints, atol=1e-2)
+    with pytest.raises(P.PoseError, match="max_batch"):
+        P.BlazePoseLandmarks(max_batch=0)
 
 
 def test_detector_runs_on_a_fraction_of_frames_and_people_per_frame_holds(estimator, clip):
