@@ -205,3 +205,37 @@ def test_runtime_and_served_windows_share_one_minimum():
         served = w["served"]
         assert 3 <= served["observed"] < 8
         assert served["t1"] - served["t0"] >= 1.5 - 1e-6
+
+
+def test_a_failing_landmark_track_costs_its_frame_and_the_next_frame_detects():
+    """The real front end inside the real runtime, its track() raising on two calls: each
+    costs its frame (counted), nothing is tracked from it, and the frame after goes to the
+    detector; the stream runs to its end with the detector still on a fraction of frames."""
+    if not VTEST.is_file():
+        pytest.skip(f"{VTEST} is missing: run tests/get_media.sh first")
+    from posestream.realtime.config import RunConfig
+    from posestream.realtime.pipeline import Runtime, load_action_engine
+    from posestream.realtime.sources import parse_source
+
+    class FailingTrack(P.MoveNetBlazePose):
+        calls = 0
+
+        def track(self, frame_bgr, carried):
+            type(self).calls += 1
+            if type(self).calls in (3, 7):
+                raise RuntimeError("injected landmark-tracking failure")
+            return super().track(frame_bgr, carried)
+
+    config = RunConfig(pace="fast", max_frames=40, events_out=None)
+    runtime = Runtime([parse_source(str(VTEST))], config, engine=load_action_engine(config),
+                      estimator_factory=FailingTrack)
+    with runtime:
+        assert runtime.wait(timeout=300), "the run did not finish"
+    worker = runtime.workers[0]
+    assert worker.counts["frames_skipped"] == 2 and worker.counts["frames_processed"] == 38
+    assert worker.health == "ok"
+    stats = worker.schedule.stats()
+    assert stats["frames"] == 40
+    # a failed tracked frame leaves nobody to track: the next frame detects ("empty")
+    assert stats["reasons"]["empty"] >= 2
+    assert stats["detector_calls"] <= 40 // 2
