@@ -3,10 +3,13 @@
 Threads, and what each one owns::
 
     reader (one per source)      FrameReader: opens, reads, reconnects; a latest-frame slot
-    detect (one per stream)      person detection on the newest frame -> a one-slot hand-off
-    pose (one per stream)        top-down pose per box, the tracker, the track histories, the
-                                 windows it submits, the annotated frames it hands to sinks
-                                 (and to the evidence ring, with --evidence)
+    detect (one per stream)      person detection on the newest frame -> a one-slot hand-off;
+                                 with landmark tracking only on the frames the detection
+                                 schedule names (the others are handed on undetected)
+    pose (one per stream)        top-down pose per box (or, on an undetected frame, per person
+                                 carried from the previous frame's landmarks), the tracker, the
+                                 track histories, the windows it submits, the annotated frames
+                                 it hands to sinks (and to the evidence ring, with --evidence)
     action-batcher (one)         rasterize + classify windows of every stream together
     events (one)                 label smoothing, fall state machines, event sinks, label changes
     sink threads                 video writer, event log, label log, webhook, HTTP server,
@@ -14,6 +17,9 @@ Threads, and what each one owns::
 
 Detection and pose run in two threads so that, on two cores, the detector works on frame
 n + 1 while the landmark model works on frame n; the ONNX Runtime sessions release the GIL.
+A front end that can follow people by their landmarks (``estimator.tracks_landmarks``) runs
+its detector only every ``config.detect_every``-th frame, when nobody is tracked, or after a
+tracked person was lost (:mod:`posestream.realtime.perception`).
 Every hand-off is a bounded slot or queue; whatever is overwritten or refused is counted.
 Each per-frame stage runs supervised (:mod:`posestream.realtime.supervision`): a failure
 skips its frame and is counted, a stage that keeps failing is restarted with backoff.
