@@ -47,6 +47,9 @@ class RunConfig:
     #: the person detector runs at least every this many processed frames; between, people are
     #: tracked by their landmarks (front ends that can: posestream.realtime.perception). 1: always
     detect_every: int = 5
+    #: ... and on every frame processed more than this many seconds after the previous one
+    #: (people walk out of their last crop: a stream that slow detects every frame)
+    track_max_gap_s: float = 0.3
     #: at most this many people per landmark-model call (1: one call per person, which measured
     #: faster in ONNX Runtime on CPU; 6: all people of a frame in one call)
     landmark_batch: int = 1
@@ -117,6 +120,9 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.track_max_gap_s, bool) or not isinstance(self.track_max_gap_s, (int, float)) \
+                or not self.track_max_gap_s > 0:
+            raise ValueError(f"track_max_gap_s must be a number of seconds > 0, got {self.track_max_gap_s!r}")
         if isinstance(self.min_span_s, bool) or not isinstance(self.min_span_s, (int, float)) or not self.min_span_s >= 0:
             raise ValueError(f"min_span_s must be a number of seconds >= 0, got {self.min_span_s!r}")
         if not 0 < self.smooth_alpha <= 1:

@@ -18,8 +18,9 @@ Threads, and what each one owns::
 Detection and pose run in two threads so that, on two cores, the detector works on frame
 n + 1 while the landmark model works on frame n; the ONNX Runtime sessions release the GIL.
 A front end that can follow people by their landmarks (``estimator.tracks_landmarks``) runs
-its detector only every ``config.detect_every``-th frame, when nobody is tracked, or after a
-tracked person was lost (:mod:`posestream.realtime.perception`).
+its detector only every ``config.detect_every``-th frame, when nobody is tracked, after a
+tracked person was lost, or when frames come more than ``config.track_max_gap_s`` apart
+(:mod:`posestream.realtime.perception`).
 Every hand-off is a bounded slot or queue; whatever is overwritten or refused is counted.
 Each per-frame stage runs supervised (:mod:`posestream.realtime.supervision`): a failure
 skips its frame and is counted, a stage that keeps failing is restarted with backoff.
@@ -186,7 +187,7 @@ class StreamWorker:
         from posestream.realtime.perception import DetectionSchedule
 
         self._tracking = bool(getattr(estimator, "tracks_landmarks", False)) and config.detect_every > 1
-        self.schedule = DetectionSchedule(config.detect_every if self._tracking else 1)
+        self.schedule = DetectionSchedule(config.detect_every if self._tracking else 1, config.track_max_gap_s)
         self._carried: list = []
         self._pose_busy = False
         self._processed = 0
@@ -348,8 +349,8 @@ class StreamWorker:
                     continue
             self._lat["read"].observe(max(0.0, time.monotonic() - frame.t_capture))
             with self._handoff:
-                reason = self.schedule.reason() if self._tracking else "period"
-                self.schedule.dispatch(reason)
+                reason = self.schedule.reason(frame.t_capture) if self._tracking else "period"
+                self.schedule.dispatch(reason, frame.t_capture)
             if reason is None:
                 with self._handoff:
                     self._pending = _Detected(frame, None, 0.0)
