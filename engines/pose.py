@@ -43,6 +43,11 @@ in ``posestream/engines/models/`` (converted once from Google's TFLite releases 
    (surveillance) often score 0.05-0.2 in MoveNet while the landmark model is sure of them.
 4. The final skeletons are de-duplicated again (two boxes on one person give the same BlazePose
    skeleton).
+5. Between detections a pipeline may follow people by their landmarks instead
+   (:meth:`MoveNetBlazePose.track`, as MediaPipe's pose pipeline does): each person's next
+   crop comes from BlazePose's two auxiliary points (:meth:`BlazePoseLandmarks.crop_matrix_from_aux`),
+   moved on by the person's last motion; ``posestream.realtime.perception`` says when the
+   detector must run.
 """
 from __future__ import annotations
 
@@ -817,8 +822,8 @@ class MoveNetBlazePose(PoseEstimator):
     def refine(self, frame_bgr: np.ndarray, people: Sequence[PersonPose],
                carried: Sequence[PersonPose] = ()) -> list[PersonPose]:
         """BlazePose skeletons for ``people`` (from :meth:`detect`), best detector score first;
-        unconfirmed weak candidates and duplicates are left out. The landmark model runs once
-        for all of them (one batch). ``carried``: the people of the previous processed frame
+        unconfirmed weak candidates and duplicates are left out. The landmark model takes up
+        to ``landmark_batch`` of them per call. ``carried``: the people of the previous processed frame
         (this method's or :meth:`track`'s output); one whom no detection overlaps (box IoU <
         :data:`CARRY_IOU`) is looked for again in the crop made from its last landmarks, and
         kept when the landmark model still sees a person there: a detector that misses someone
@@ -867,7 +872,8 @@ class MoveNetBlazePose(PoseEstimator):
     def track(self, frame_bgr: np.ndarray, carried: Sequence[PersonPose]) -> list[PersonPose]:
         """Landmark tracking without the detector (MediaPipe's pose pipeline between
         detections): each of ``carried`` (the previous processed frame's people) with BlazePose
-        landmarks is looked for in the crop made from its auxiliary points, all in one batch.
+        landmarks is looked for in the crop made from its auxiliary points (moved on by its
+        last motion).
         A person the landmark model still sees (presence >= ``landmark_presence_threshold``)
         is kept, with its box around the new landmarks and its carried detector score; the
         others are lost, and :attr:`lost` says how many (a pipeline then runs the detector on
@@ -932,10 +938,11 @@ class MoveNetBlazePose(PoseEstimator):
 
     def _landmark_batch(self, frame_bgr: np.ndarray, jobs: Sequence[tuple[PersonPose, np.ndarray]]
                         ) -> list[tuple[PersonPose, float]]:
-        """The landmark model on the crops of ``jobs`` ((person, crop matrix)) in one call ->
+        """The landmark model on the crops of ``jobs`` ((person, crop matrix)), up to
+        ``landmark_batch`` per call ->
         per job a ``"blazepose"`` person (box: the detector's for a detection, the new
         landmarks' for a carried person; the person's score) and the presence. Each person's
-        entry in ``timing.landmarks_ms`` is the call's time shared evenly."""
+        entry in ``timing.landmarks_ms`` is the calls' time shared evenly."""
         if not jobs:
             return []
         t = time.perf_counter()
