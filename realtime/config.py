@@ -42,7 +42,9 @@ PACES: tuple[str, ...] = ("realtime", "fast")
 class RunConfig:
     # perception
     pose: str = "default"          #: pose front end preset or name (posestream.engines.pose)
-    pose_threads: int = 1          #: ONNX Runtime threads of each pose network
+    #: ONNX Runtime threads of each pose network. 2, by measurement (README, "Detection
+    #: schedule"): with the detector idle on most frames the landmark model has the second core
+    pose_threads: int = 2
     max_people: int | None = None  #: landmarks for at most this many people a frame (None: all)
     #: the person detector runs at least every this many processed frames; between, people are
     #: tracked by their landmarks (front ends that can: posestream.realtime.perception). 1: always
