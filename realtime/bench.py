@@ -157,6 +157,7 @@ def run_once(video: str, streams: int, config: RunConfig, *, engine=None, progre
         "windows_per_stream": classified,
         "people_per_frame": people,
         "detector_per_frame": detector,
+        "detection": {w.name: w.schedule.stats() for w in runtime.workers},  # why the detector ran
         "batches": batch["batches"],
         "mean_batch": round(batch["windows"] / batch["batches"], 2) if batch["batches"] else 0.0,
         "windows_dropped": batch["dropped_full"],

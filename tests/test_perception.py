@@ -251,3 +251,20 @@ def test_a_failing_landmark_track_costs_its_frame_and_the_next_frame_detects():
     # it was the period's frame anyway)
     assert stats["reasons"]["empty"] >= 1
     assert stats["detector_calls"] <= 40 // 2
+
+
+def test_a_graph_the_batch_rewrite_does_not_know_is_refused(tmp_path):
+    """A batch-1 graph whose Reshape target is computed (not a constant) cannot be made
+    dynamic by rewriting constants: a one-line PoseError, and no copy is written."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["y"])],
+                              "computed_reshape", [x], [y])
+    src = tmp_path / "computed.onnx"
+    onnx.save(helper.make_model(graph), str(src))
+    with pytest.raises(P.PoseError, match="computed shape"):
+        P.dynamic_batch_model(src, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # refused before anything was written
