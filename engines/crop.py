@@ -18,7 +18,9 @@ may import), and the transforms call it:
 - :func:`window_to_grid`: ``PoseCompact(allow_imgpad=True) + Resize((size, size),
   keep_ratio=False)`` in one vectorized pass, as the realtime windows use it;
 - :func:`window_span`: which of a track's processed frames a realtime window holds (the
-  runtime cuts its windows with it, and training cuts its "served" windows with it too).
+  runtime cuts its windows with it, and training cuts its "served" windows with it too);
+- :func:`window_is_enough`: whether those frames are enough to classify (the one minimum of
+  the runtime's windows and of training's served windows).
 
 PYSKL's convention that an x or y of exactly 0 means "missing" holds throughout: such a
 coordinate is ignored by the box and stays 0 when the others are shifted and scaled.
@@ -33,6 +35,10 @@ import numpy as np
 
 __all__ = [
     "as_pair",
+    "window_is_enough",
+    "WINDOW_MIN_FRAMES",
+    "WINDOW_FLOOR_FRAMES",
+    "WINDOW_MIN_SPAN_S",
     "uniform_clip_indices",
     "uniform_sample_indices",
     "compact_box",
@@ -259,3 +265,27 @@ def window_span(t_capture: np.ndarray, observed: np.ndarray, t_from: float, t_to
     if not seen.size:
         return lo, lo, 0
     return lo + int(seen[0]), lo + int(seen[-1]) + 1, int(seen.size)
+
+
+#: Observed frames that always make a window (a stream that keeps up reaches them in < 1 s).
+WINDOW_MIN_FRAMES = 8
+#: Observed frames below which no window is classified, whatever they span.
+WINDOW_FLOOR_FRAMES = 3
+#: Between the two, observed frames spanning this many seconds make a window: a stream
+#: processing ~1 frame/s (four cameras on two cores) still gets its people classified, from
+#: fewer frames over the same stretch of time (a window is resampled to the clip length
+#: anyway: :func:`uniform_sample_indices`).
+WINDOW_MIN_SPAN_S = 1.5
+
+
+def window_is_enough(n_observed: int, span_s: float, min_frames: int = WINDOW_MIN_FRAMES,
+                     floor_frames: int = WINDOW_FLOOR_FRAMES, min_span_s: float = WINDOW_MIN_SPAN_S) -> bool:
+    """Whether a window with ``n_observed`` observed frames, its first and last observed
+    frame ``span_s`` seconds apart, is classified: ``min_frames`` always are; fewer need at
+    least ``floor_frames`` (and one) and a span of ``min_span_s``. The minimum so adapts to the
+    processed frame rate: ``min_frames`` at a rate above ``min_frames / min_span_s`` (5.3
+    frames/s by default), fewer, down to ``floor_frames``, below it. ``min_span_s = inf``
+    gives the fixed minimum of ``min_frames``."""
+    if n_observed >= max(1, min_frames):
+        return True
+    return n_observed >= max(1, floor_frames) and span_s >= min_span_s

@@ -45,6 +45,11 @@ Runtime where OpenVINO is missing or fails (``backend=``: ``auto``, ``openvino``
    (surveillance) often score 0.05-0.2 in MoveNet while the landmark model is sure of them.
 4. The final skeletons are de-duplicated again (two boxes on one person give the same BlazePose
    skeleton).
+5. Between detections a pipeline may follow people by their landmarks instead
+   (:meth:`MoveNetBlazePose.track`, as MediaPipe's pose pipeline does): each person's next
+   crop comes from BlazePose's two auxiliary points (:meth:`BlazePoseLandmarks.crop_matrix_from_aux`),
+   moved on by the person's last motion; ``posestream.realtime.perception`` says when the
+   detector must run.
 """
 from __future__ import annotations
 
@@ -100,6 +105,9 @@ class PersonPose:
     presence: the landmark model's pose-presence score (NaN when it did not run).
     landmarks: BlazePose's 33 landmarks ``[33, 4]`` = x, y, visibility, presence (image
     pixels, probabilities) when it ran, else None.
+    aux: BlazePose's two auxiliary points ``[2, 2]`` (image pixels: the hips' middle and the
+    body's full-extent point) when it ran, else None: the next frame's crop is made from them
+    when this person is tracked by landmarks (:meth:`MoveNetBlazePose.track`).
     """
 
     box: np.ndarray
@@ -107,6 +115,17 @@ class PersonPose:
     source: str
     presence: float = float("nan")
     landmarks: np.ndarray | None = None
+    aux: np.ndarray | None = None
+    #: how far ``aux`` moved since this person's previous processed frame (``[2]`` pixels),
+    #: when known: the next crop is moved on by as much (people walk out of a still crop when
+    #: frames are processed 0.3 s or more apart)
+    aux_motion: np.ndarray | None = None
+
+    def next_aux(self) -> np.ndarray | None:
+        """Where ``aux`` is expected in the next processed frame (constant motion), or None."""
+        if self.aux is None:
+            return None
+        return self.aux if self.aux_motion is None else self.aux + self.aux_motion[None, :]
 
     @property
     def score(self) -> float:
@@ -138,6 +157,9 @@ class PoseEstimator(abc.ABC):
     """
 
     name: str = "pose"
+    #: Whether :meth:`track` can follow people from their last skeletons without the detector
+    #: (a pipeline then runs :meth:`detect` only on some frames: DetectionSchedule).
+    tracks_landmarks: bool = False
 
     def __init__(self) -> None:
         self.timing = PoseTiming()
@@ -427,6 +449,70 @@ def pose_session(path: str | os.PathLike, threads: int = 1, what: str = "model",
         raise PoseError(str(exc)) from None
 
 
+def default_model_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/posestream/models`` (``~/.cache/posestream/models`` by default): model
+    files derived at load time (the dynamic-batch landmark model)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "posestream" / "models"
+
+
+def dynamic_batch_model(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The ONNX file at ``path`` with a dynamic batch dimension: a copy, written once to
+    ``cache_dir`` (default :func:`default_model_cache_dir`) and named by the source's SHA-256,
+    whose graph inputs and outputs have dimension 0 ``"batch"`` instead of 1 and whose Reshape
+    targets that start with a literal 1 start with -1. That is all the shipped BlazePose
+    landmark graph (tf2onnx's conversion of a batch-1 TFLite model) hard-codes; any runtime can
+    then load the copy by its path. ``path`` itself when its batch is already dynamic. Raises
+    PoseError when the graph has a batch-1 constant this rewrite does not know (a Reshape target
+    of another form), so that a wrong copy is never used."""
+    import hashlib
+    import tempfile
+
+    import onnx
+    from onnx import numpy_helper
+
+    src = Path(path)
+    data = src.read_bytes()
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    dims = [v.type.tensor_type.shape.dim for v in list(graph.input) + list(graph.output)]
+    if all(d and not d[0].HasField("dim_value") for d in dims):
+        return src
+    target = Path(cache_dir) if cache_dir is not None else default_model_cache_dir()
+    out = target / f"{src.stem}.batch.{hashlib.sha256(data).hexdigest()[:16]}.onnx"
+    if out.is_file():
+        return out
+    for d in dims:
+        if d and d[0].HasField("dim_value"):
+            if d[0].dim_value != 1:
+                raise PoseError(f"{src}: batch dimension is {d[0].dim_value}, expected 1 or dynamic")
+            d[0].dim_param = "batch"
+    inits = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Reshape":
+            continue
+        shape_init = inits.get(node.input[1])
+        if shape_init is None:
+            raise PoseError(f"{src}: Reshape {node.name} has a computed shape; cannot make its batch dynamic")
+        shape = numpy_helper.to_array(shape_init).copy()
+        if shape.size and shape[0] == 1:
+            if (shape == -1).any():
+                raise PoseError(f"{src}: Reshape {node.name} target {shape.tolist()} has both 1 and -1")
+            shape[0] = -1
+            shape_init.CopyFrom(numpy_helper.from_array(shape, shape_init.name))
+    del graph.value_info[:]  # intermediate shapes recorded with batch 1
+    target.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target, suffix=".onnx.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model.SerializeToString())
+        os.replace(tmp, out)  # atomic: another process loading it never sees half a file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
 def shipped_model(name: str) -> Path:
     """The path of a model file shipped in ``posestream/engines/models``."""
     path = MODELS_DIR / name
@@ -521,17 +607,39 @@ class MoveNetDetector:
 class BlazePoseLandmarks:
     """BlazePose GHUM full landmarks (MediaPipe ``pose_landmark_full``), OpenVINO or ONNX Runtime.
 
-    Input ``[1, 256, 256, 3]`` float RGB in [0, 1]; outputs: ``[1, 195]`` = 39 x (x, y, z,
+    Input ``[N, 256, 256, 3]`` float RGB in [0, 1]; outputs: ``[N, 195]`` = 39 x (x, y, z,
     visibility, presence) with x, y in input pixels and visibility/presence as logits, the
-    pose-presence score ``[1, 1]`` (already a probability: MediaPipe thresholds it at 0.5 with
-    no activation), a segmentation ``[1, 256, 256, 1]``, a heatmap ``[1, 64, 64, 39]`` (logits)
-    and world landmarks ``[1, 117]``.
+    pose-presence score ``[N, 1]`` (already a probability: MediaPipe thresholds it at 0.5 with
+    no activation), a segmentation ``[N, 256, 256, 1]``, a heatmap ``[N, 64, 64, 39]`` (logits)
+    and world landmarks ``[N, 117]``. The shipped file has a fixed batch of 1; with
+    ``max_batch`` > 1 a dynamic-batch copy (:func:`dynamic_batch_model`) is loaded and
+    :meth:`run_batch` runs up to ``max_batch`` crops per call (all people of a frame in one);
+    with 1 (the default), or if that copy cannot be made, the file is loaded as it is and
+    :meth:`run_batch` calls it once per crop. One crop per call is the default because it
+    measured faster in ONNX Runtime on CPU (README, "Detection schedule and batched
+    landmarks": 4 crops in one call took 87 ms of CPU, four calls 78 ms); a runtime or
+    device where batches pay sets ``max_batch``.
+
+    Besides the 33 body landmarks the model gives 6 auxiliary points; the first two (33: the
+    hips' middle, 34: a point above the head at the body's full extent) are what MediaPipe
+    turns into the next frame's crop (``pose_landmarks_to_roi``): :meth:`crop_matrix_from_aux`.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int = 1, crop_scale: float = 1.25,
-                 rotate: bool = True, refine: bool = True, backend: str = "auto") -> None:
+                 rotate: bool = True, refine: bool = True, backend: str = "auto", max_batch: int = 1) -> None:
         self.path = Path(path) if path is not None else shipped_model(LANDMARK_FILE)
-        self.session = pose_session(self.path, threads, "BlazePose landmark model", backend)
+        load_path = self.path
+        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+            raise PoseError(f"landmark max_batch must be an integer >= 1, got {max_batch!r}")
+        self.max_batch = 1
+        if max_batch > 1:
+            try:
+                load_path = dynamic_batch_model(self.path)
+                self.max_batch = int(max_batch)
+            except (PoseError, OSError, ValueError) as exc:
+                log.warning("%s: no dynamic-batch copy (%s); running one crop per call", self.path, first_line(exc))
+        self.session = pose_session(load_path, threads, "BlazePose landmark model", backend)
+        self.load_path = load_path
         self.input_name = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
         shapes = [tuple(o.shape) for o in self.session.get_outputs()]
@@ -558,23 +666,55 @@ class BlazePoseLandmarks:
         side = self.crop_scale * max(rotated_extent(x2 - x1, y2 - y1, angle), 1.0)
         return crop_transform(((x1 + x2) / 2, (y1 + y2) / 2), side, angle, BLAZEPOSE_INPUT)
 
-    def run(self, frame_bgr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
-        """Raw outputs for the crop given by ``m``: landmarks ``[39, 5]``, presence, heatmap."""
+    def crop_matrix_from_aux(self, aux: np.ndarray, widen: float = 1.0) -> np.ndarray | None:
+        """Image -> 256x256 crop for the next frame from this frame's auxiliary points ``[2, 2]``
+        (image pixels; hips' middle, full-extent point), as MediaPipe's ``pose_landmarks_to_roi``:
+        centred on the hips' middle, side ``2 * |p1 - p0|`` x ``crop_scale``, turned so that
+        p0 -> p1 points up; ``widen`` times larger to search around there. None when the
+        points are not finite or coincide."""
+        aux = np.asarray(aux, np.float64)
+        v = aux[1] - aux[0]
+        dist = float(np.hypot(*v))
+        if not np.isfinite(aux).all() or dist < 1.0:
+            return None
+        angle = 0.0
+        if self.rotate:
+            a = -math.pi / 2 - math.atan2(v[1], v[0])
+            angle = math.atan2(math.sin(a), math.cos(a))
+        return crop_transform(aux[0], widen * self.crop_scale * 2.0 * dist, angle, BLAZEPOSE_INPUT)
+
+    def _crop(self, frame_bgr: np.ndarray, m: np.ndarray) -> np.ndarray:
         cv2 = _cv2()
         crop = cv2.warpAffine(frame_bgr, m.astype(np.float32), (BLAZEPOSE_INPUT, BLAZEPOSE_INPUT),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        x = (cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0))[None]
-        outs = self.session.run(self._outputs, {self.input_name: x})
-        lm = outs[0].reshape(BLAZEPOSE_LANDMARKS, 5)
-        flag = float(np.asarray(outs[1]).ravel()[0])
-        heat = outs[2][0] if len(outs) > 2 else None
-        return lm, flag, heat
+        return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0)
 
-    def __call__(self, frame_bgr: np.ndarray, person: PersonPose) -> tuple[np.ndarray, np.ndarray, float]:
-        """-> (COCO-17 keypoints ``[17, 3]``, all 33 landmarks ``[33, 4]``, presence score),
-        in image pixels."""
-        m = self.crop_matrix(person)
-        lm, flag, heat = self.run(frame_bgr, m)
+    def run_batch(self, frame_bgr: np.ndarray, matrices: Sequence[np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Raw outputs for the crops given by ``matrices`` (``max_batch`` crops per network
+        call): landmarks ``[N, 39, 5]``, presence ``[N]``, heatmaps ``[N, 64, 64, 39]`` (or None)."""
+        n = len(matrices)
+        if n == 0:
+            return (np.zeros((0, BLAZEPOSE_LANDMARKS, 5), np.float32), np.zeros(0, np.float32),
+                    None if self._heatmap_out is None else np.zeros((0, 64, 64, BLAZEPOSE_LANDMARKS), np.float32))
+        x = np.stack([self._crop(frame_bgr, m) for m in matrices])
+        step = self.max_batch
+        runs = [self.session.run(self._outputs, {self.input_name: x[i:i + step]}) for i in range(0, n, step)]
+        outs = runs[0] if len(runs) == 1 else [np.concatenate([r[k] for r in runs]) for k in range(len(self._outputs))]
+        lm = np.asarray(outs[0]).reshape(n, BLAZEPOSE_LANDMARKS, 5)
+        flags = np.asarray(outs[1], np.float32).reshape(n)
+        heat = np.asarray(outs[2]) if len(outs) > 2 else None
+        return lm, flags, heat
+
+    def run(self, frame_bgr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """Raw outputs for the crop given by ``m``: landmarks ``[39, 5]``, presence, heatmap."""
+        lm, flags, heat = self.run_batch(frame_bgr, [m])
+        return lm[0], float(flags[0]), None if heat is None else heat[0]
+
+    def decode(self, lm: np.ndarray, flag: float, heat: np.ndarray | None, m: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """One crop's raw outputs -> (COCO-17 keypoints ``[17, 3]``, the 33 landmarks ``[33, 4]``,
+        presence, the auxiliary points ``[2, 2]``), in image pixels."""
         xy = lm[:, :2] / BLAZEPOSE_INPUT
         if self.refine_heatmap and heat is not None:
             xy = refine_from_heatmap(xy, heat, index=BLAZEPOSE_TO_COCO)
@@ -588,7 +728,20 @@ class BlazePoseLandmarks:
         keypoints = np.empty((NUM_KEYPOINTS, 3), np.float32)
         keypoints[:, :2] = xy_img[BLAZEPOSE_TO_COCO]
         keypoints[:, 2] = score[BLAZEPOSE_TO_COCO]
+        return keypoints, landmarks, float(flag), xy_img[33:35].astype(np.float32)
+
+    def __call__(self, frame_bgr: np.ndarray, person: PersonPose) -> tuple[np.ndarray, np.ndarray, float]:
+        """-> (COCO-17 keypoints ``[17, 3]``, all 33 landmarks ``[33, 4]``, presence score),
+        in image pixels."""
+        m = self.crop_matrix(person)
+        lm, flag, heat = self.run(frame_bgr, m)
+        keypoints, landmarks, flag, _ = self.decode(lm, flag, heat, m)
         return keypoints, landmarks, flag
+
+
+#: A carried person (:meth:`MoveNetBlazePose.refine`) whose box overlaps a detection this much
+#: is that detection: it is not looked for a second time.
+CARRY_IOU = 0.3
 
 
 class MoveNetBlazePose(PoseEstimator):
@@ -612,6 +765,12 @@ class MoveNetBlazePose(PoseEstimator):
         heatmap refinement.
     use_landmarks: False gives MoveNet's keypoints only (the fastest skeletons; no weak
         candidates are confirmed).
+    landmark_batch: at most this many people per landmark-model call (> 1: a dynamic-batch
+        copy of its file, :func:`dynamic_batch_model`; 6 = all people of a frame in one call);
+        1, the default, calls it once per person (measured faster in ONNX Runtime on CPU).
+    search_widen: a tracked person not found in the crop made from their last landmarks is
+        searched for in one this many times larger (then in a crop centred on what it found)
+        before counting as lost.
     max_people: at most this many candidates (best detector scores) get landmarks; the others
         keep MoveNet's keypoints (confident ones) or are dropped (weak ones). None: all (MoveNet
         returns at most 6).
@@ -627,7 +786,8 @@ class MoveNetBlazePose(PoseEstimator):
                  landmark_presence_threshold: float = 0.5, crop_scale: float = 1.25, rotate: bool = True,
                  refine_heatmap: bool = True, use_landmarks: bool = True, max_people: int | None = None,
                  dedup_oks: float = 0.5, dedup_iou: float = 0.8, movenet_path: str | os.PathLike | None = None,
-                 landmark_path: str | os.PathLike | None = None, backend: str = "auto") -> None:
+                 landmark_path: str | os.PathLike | None = None, backend: str = "auto", landmark_batch: int = 1,
+                 search_widen: float = 1.5) -> None:
         super().__init__()
         if not 0 <= candidate_threshold <= detection_threshold:
             raise PoseError(f"need 0 <= candidate_threshold ({candidate_threshold}) <= detection_threshold "
@@ -637,13 +797,17 @@ class MoveNetBlazePose(PoseEstimator):
                                         score_threshold=floor, dedup_oks=dedup_oks, dedup_iou=dedup_iou,
                                         backend=backend)
         self.landmarks = (BlazePoseLandmarks(landmark_path, threads=threads, crop_scale=crop_scale, rotate=rotate,
-                                             refine=refine_heatmap, backend=backend) if use_landmarks else None)
+                                             refine=refine_heatmap, backend=backend, max_batch=landmark_batch)
+                          if use_landmarks else None)
         self.detection_threshold = float(detection_threshold)
         self.confirm_presence = float(confirm_presence)
         self.landmark_presence_threshold = float(landmark_presence_threshold)
         self.max_people = max_people
         self.dedup_oks = float(dedup_oks)
         self.threads = threads
+        self.tracks_landmarks = self.landmarks is not None
+        self.search_widen = float(search_widen)
+        self.lost = 0  # people the last track() call lost
 
     def detect(self, frame_bgr: np.ndarray) -> list[PersonPose]:
         """MoveNet's candidates, best first (MoveNet keypoints). With landmarks on, this includes
@@ -657,33 +821,164 @@ class MoveNetBlazePose(PoseEstimator):
         return {"high_thresh": self.detection_threshold, "low_thresh": self.detector.score_threshold,
                 "new_track_thresh": self.detection_threshold}
 
-    def refine(self, frame_bgr: np.ndarray, people: Sequence[PersonPose]) -> list[PersonPose]:
+    def refine(self, frame_bgr: np.ndarray, people: Sequence[PersonPose],
+               carried: Sequence[PersonPose] = ()) -> list[PersonPose]:
         """BlazePose skeletons for ``people`` (from :meth:`detect`), best detector score first;
-        unconfirmed weak candidates and duplicates are left out."""
+        unconfirmed weak candidates and duplicates are left out. The landmark model takes up
+        to ``landmark_batch`` of them per call. ``carried``: the people of the previous processed frame
+        (this method's or :meth:`track`'s output); one whom no detection overlaps (box IoU <
+        :data:`CARRY_IOU`) is looked for again in the crop made from its last landmarks, and
+        kept when the landmark model still sees a person there: a detector that misses someone
+        for a frame then does not cost that person's skeleton."""
         self._stage_ms = []
         order = sorted(range(len(people)), key=lambda i: -people[i].score)
         limit = len(order) if self.max_people is None else max(0, int(self.max_people))
+        jobs: list[tuple[PersonPose, np.ndarray, bool]] = []  # (person, crop matrix, carried?)
         kept: list[PersonPose] = []
+        fallbacks_only: list[PersonPose] = []
         for rank, i in enumerate(order):
             person = people[i]
-            confident = person.score >= self.detection_threshold
-            fallback = PersonPose(person.box.copy(), person.keypoints.copy(), "movenet")
             if self.landmarks is None or rank >= limit:
-                if confident and not self._duplicate(fallback, kept):
-                    kept.append(fallback)
+                fallbacks_only.append(person)
+            else:
+                jobs.append((person, self.landmarks.crop_matrix(person), False))
+        if self.landmarks is not None:
+            for person in carried:
+                if len(jobs) >= limit:
+                    break
+                m = None if person.aux is None else self.landmarks.crop_matrix_from_aux(person.next_aux())
+                if m is not None and all(box_iou(person.box, d.box) < CARRY_IOU for d in people):
+                    jobs.append((person, m, True))
+        results = self._landmark_batch(frame_bgr, [(p, m) for p, m, _ in jobs])
+        for (person, _, was_carried), (candidate, presence) in zip(jobs, results):
+            if was_carried:  # a person the detector missed: kept on the landmark model's word only
+                if presence >= self.landmark_presence_threshold and not self._duplicate(candidate, kept):
+                    kept.append(candidate)
                 continue
-            t = time.perf_counter()
-            keypoints, landmarks, presence = self.landmarks(frame_bgr, person)
-            self._stage_ms.append((time.perf_counter() - t) * 1e3)
-            fallback.presence, fallback.landmarks = presence, landmarks
+            confident = person.score >= self.detection_threshold
+            fallback = PersonPose(person.box.copy(), person.keypoints.copy(), "movenet", presence,
+                                  candidate.landmarks)
             if presence >= self.landmark_presence_threshold and (confident or presence >= self.confirm_presence):
-                candidate = PersonPose(person.box.copy(), keypoints, "blazepose", presence, landmarks)
                 if not self._duplicate(candidate, kept):
                     kept.append(candidate)
                     continue
             if confident and not self._duplicate(fallback, kept):
                 kept.append(fallback)  # the landmark model saw nobody here (or somebody already kept)
+        for person in fallbacks_only:
+            fallback = PersonPose(person.box.copy(), person.keypoints.copy(), "movenet")
+            if person.score >= self.detection_threshold and not self._duplicate(fallback, kept):
+                kept.append(fallback)
+        self._match_motion(kept, carried)
         return kept
+
+    def track(self, frame_bgr: np.ndarray, carried: Sequence[PersonPose]) -> list[PersonPose]:
+        """Landmark tracking without the detector (MediaPipe's pose pipeline between
+        detections): each of ``carried`` (the previous processed frame's people) with BlazePose
+        landmarks is looked for in the crop made from its auxiliary points (moved on by its
+        last motion).
+        A person the landmark model still sees (presence >= ``landmark_presence_threshold``)
+        is kept, with its box around the new landmarks and its carried detector score; the
+        others are lost, and :attr:`lost` says how many (a pipeline then runs the detector on
+        the next frame). People without landmarks (MoveNet fallbacks) cannot be tracked this
+        way and count as lost too."""
+        if not self.tracks_landmarks:
+            raise PoseError("landmark tracking needs the landmark model (use_landmarks=True)")
+        self._stage_ms = []
+        jobs = []
+        lost = 0
+        for person in carried:
+            m = None if person.aux is None else self.landmarks.crop_matrix_from_aux(person.next_aux())
+            if m is None:
+                lost += 1
+            else:
+                jobs.append((person, m))
+        kept: list[PersonPose] = []
+        missing = []
+        threshold = self.landmark_presence_threshold
+        for (person, _), (candidate, presence) in zip(jobs, self._landmark_batch(frame_bgr, jobs)):
+            if presence >= threshold and not self._duplicate(candidate, kept):
+                kept.append(candidate)
+            elif presence < threshold:
+                missing.append(person)
+            else:
+                lost += 1  # it slid onto somebody already kept
+        # Not in its crop: search a wider one around it (a person who walked out of the crop
+        # between two frames processed far apart), then centre the crop on what was found.
+        wide = [(p, m) for p in missing
+                if (m := self.landmarks.crop_matrix_from_aux(p.next_aux(), self.search_widen)) is not None]
+        found = [(p, c.aux) for (p, _), (c, presence) in zip(wide, self._landmark_batch(frame_bgr, wide))
+                 if presence >= threshold]
+        centred = [(p, m) for p, aux in found if (m := self.landmarks.crop_matrix_from_aux(aux)) is not None]
+        recovered = 0
+        for candidate, presence in self._landmark_batch(frame_bgr, centred):
+            if presence >= threshold and not self._duplicate(candidate, kept):
+                kept.append(candidate)
+                recovered += 1
+        self.lost = lost + len(missing) - recovered
+        return kept
+
+    @staticmethod
+    def _match_motion(kept: Sequence[PersonPose], carried: Sequence[PersonPose]) -> None:
+        """Set ``aux_motion`` of the people of a detection frame from who they were in the
+        previous frame: pairs of (this frame's, the previous frame's) hips' middles, nearest
+        first, one to one, nearer than a body length (twice the hips-to-extent distance; a
+        person walking across vtest.avi moves about half of one in 0.4 s)."""
+        new = [p for p in kept if p.aux is not None and p.aux_motion is None]
+        old = [q for q in carried if q.aux is not None]
+        if not new or not old:
+            return
+        d = np.array([[float(np.hypot(*(p.aux[0] - q.aux[0]))) for q in old] for p in new])
+        reach = np.array([2.0 * float(np.hypot(*(p.aux[1] - p.aux[0]))) for p in new])
+        taken_new, taken_old = set(), set()
+        for flat in np.argsort(d, axis=None):
+            i, j = divmod(int(flat), len(old))
+            if i in taken_new or j in taken_old or d[i, j] >= reach[i]:
+                continue
+            taken_new.add(i)
+            taken_old.add(j)
+            new[i].aux_motion = (new[i].aux[0] - old[j].aux[0]).astype(np.float32)
+
+    def _landmark_batch(self, frame_bgr: np.ndarray, jobs: Sequence[tuple[PersonPose, np.ndarray]]
+                        ) -> list[tuple[PersonPose, float]]:
+        """The landmark model on the crops of ``jobs`` ((person, crop matrix)), up to
+        ``landmark_batch`` per call ->
+        per job a ``"blazepose"`` person (box: the detector's for a detection, the new
+        landmarks' for a carried person; the person's score) and the presence. Each person's
+        entry in ``timing.landmarks_ms`` is the calls' time shared evenly."""
+        if not jobs:
+            return []
+        t = time.perf_counter()
+        lm, flags, heat = self.landmarks.run_batch(frame_bgr, [m for _, m in jobs])
+        out = []
+        fh, fw = frame_bgr.shape[:2]
+        for j, (person, m) in enumerate(jobs):
+            keypoints, landmarks, presence, aux = self.landmarks.decode(lm[j], flags[j], None if heat is None
+                                                                        else heat[j], m)
+            box = person.box.copy()
+            if person.source == "blazepose":  # carried: the box follows the landmarks
+                around = usable_box(np.array([*landmarks[:, :2].min(axis=0), *landmarks[:, :2].max(axis=0),
+                                              person.score], np.float32), (fh, fw))
+                if around is not None:
+                    box = around
+                else:
+                    presence = 0.0  # its landmarks left the frame
+            motion = (aux[0] - person.aux[0]).astype(np.float32) if person.aux is not None else None
+            out.append((PersonPose(box, keypoints, "blazepose", presence, landmarks, aux, motion), presence))
+        share = (time.perf_counter() - t) * 1e3 / len(jobs)
+        self._stage_ms.extend([share] * len(jobs))
+        return out
+
+    def warmup(self, max_batch: int = 6) -> None:
+        """One landmark call at every batch size up to ``max_batch`` (MoveNet returns at most 6
+        people): ONNX Runtime plans memory per input shape, and the first call at a new batch
+        size is several times slower than the next ones; a live stream should not pay that on
+        the frame where the sixth person walks in."""
+        if self.landmarks is None:
+            return
+        frame = np.zeros((BLAZEPOSE_INPUT, BLAZEPOSE_INPUT, 3), np.uint8)
+        m = crop_transform((BLAZEPOSE_INPUT / 2, BLAZEPOSE_INPUT / 2), BLAZEPOSE_INPUT, 0.0, BLAZEPOSE_INPUT)
+        for n in range(1, min(max_batch, self.landmarks.max_batch) + 1):
+            self.landmarks.run_batch(frame, [m] * n)
 
     def _duplicate(self, person: PersonPose, kept: Sequence[PersonPose]) -> bool:
         for q in kept:

@@ -252,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pace", choices=PACES, default="realtime",
                    help="realtime: the video plays at its own rate like a camera, the pipeline drops what it "
                         "cannot take (latency as live); fast: every frame, as fast as processed (throughput)")
+    p.add_argument("--detect-every", type=int, metavar="N",
+                   help="run the person detector at least every N processed frames, tracking people by their "
+                        "landmarks in between (default 5; 1: every frame)")
+    p.add_argument("--landmark-batch", type=int, metavar="N",
+                   help="at most N people per landmark-model call (default 1; 6: all people of a frame at once)")
+    p.add_argument("--pose-threads", type=int, metavar="N", help="ONNX Runtime threads of each pose network")
+    p.add_argument("--engine-threads", type=int, metavar="N", help="threads of the action engine")
     p.add_argument("--json", default="bench.json", help="report to write (default bench.json)")
     p.set_defaults(run=cmd_bench)
     return parser
@@ -763,7 +770,9 @@ def cmd_bench(args) -> int:
     if args.frames < 1:
         raise UsageError("--frames must be >= 1")
     config = load_run_config(args.config).replace(**PRESET_SETTINGS[args.preset]).replace(
-        model=args.model, engine=args.engine, pose_backend=args.pose_backend, engine_precision=args.engine_precision)
+        model=args.model, engine=args.engine, pose_backend=args.pose_backend, engine_precision=args.engine_precision,
+        detect_every=args.detect_every, landmark_batch=args.landmark_batch, pose_threads=args.pose_threads,
+        engine_threads=args.engine_threads)
     report = run_bench(str(video), args.streams, args.frames, config, json_out=args.json,
                        extra={"preset": args.preset}, pace=args.pace)
     print(format_table(report))

@@ -13,7 +13,11 @@ behind each other in the stages, which inflates the latencies. It reports:
   ``window`` (sampling windows), ``rasterize`` and ``classify`` (per batch), ``frame`` (capture
   -> frame done, i.e. end to end per frame) and ``frame_to_label`` (capture of a window's last
   frame -> its label out of the events stage: the decision latency);
-- processed frames per second per stream and in total, windows classified, batch sizes;
+- processed frames per second per stream and in total, windows classified (in total and per
+  stream: a stream whose people get no label shows 0), batch sizes;
+- people per processed frame and the person detector's calls per processed frame (the detector
+  runs on every ``detect_every``-th frame, or when a track is lost: the frames in between are
+  tracked by landmarks), per stream;
 - resident memory at the start and end of each run, the machine and the settings.
 
 The table goes to stdout, everything to a JSON file.
@@ -134,6 +138,13 @@ def run_once(video: str, streams: int, config: RunConfig, *, engine=None, progre
                   for s in sources]
         stages[stage] = _pool(values)
     batch = runtime.batcher.stats()
+    classified = {w.name: 0 for w in runtime.workers}
+    for name, counts in runtime.shown_label_counts().items():
+        classified[name] = sum(counts.values())
+    people = {w.name: round(w.counts["people_seen"] / max(1, w.counts["frames_processed"]), 2)
+              for w in runtime.workers}
+    detector = {w.name: round(w.counts["detector_calls"] / max(1, w.counts["frames_processed"]), 3)
+                for w in runtime.workers}
     return {
         "streams": streams,
         "pose": runtime.status()["pose"],
@@ -144,6 +155,10 @@ def run_once(video: str, streams: int, config: RunConfig, *, engine=None, progre
         "frames_dropped": dropped,
         "stages_ms": stages,
         "windows": batch["windows"],
+        "windows_per_stream": classified,
+        "people_per_frame": people,
+        "detector_per_frame": detector,
+        "detection": {w.name: w.schedule.stats() for w in runtime.workers},  # why the detector ran
         "batches": batch["batches"],
         "mean_batch": round(batch["windows"] / batch["batches"], 2) if batch["batches"] else 0.0,
         "windows_dropped": batch["dropped_full"],
@@ -185,6 +200,12 @@ def format_table(report: dict) -> str:
     lines.append(row("frames read/dropped", [f"{sum(r['frames'].values()) + sum(r['frames_dropped'].values())}/"
                                              f"{sum(r['frames_dropped'].values())}" for r in runs]))
     lines.append(row("windows (mean batch)", [f"{r['windows']} ({r['mean_batch']})" for r in runs]))
+    lines.append(row("windows per stream", [" ".join(str(v) for v in r["windows_per_stream"].values())
+                                            for r in runs]))
+    lines.append(row("people per frame", [f"{sum(r['people_per_frame'].values()) / len(r['people_per_frame']):.2f}"
+                                          for r in runs]))
+    lines.append(row("detector per frame",
+                     [f"{sum(r['detector_per_frame'].values()) / len(r['detector_per_frame']):.2f}" for r in runs]))
     lines.append(row("rss MiB start/end", [f"{r['rss_mb']['start']}/{r['rss_mb']['end']}" for r in runs]))
     return "\n".join(lines)
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from posestream.engines.crop import WINDOW_FLOOR_FRAMES, WINDOW_MIN_FRAMES, WINDOW_MIN_SPAN_S
+
 __all__ = ["RunConfig", "load_run_config", "PRESET_SETTINGS", "MODES", "PACES"]
 
 
@@ -40,14 +42,29 @@ PACES: tuple[str, ...] = ("realtime", "fast")
 class RunConfig:
     # perception
     pose: str = "default"          #: pose front end preset or name (posestream.engines.pose)
-    pose_threads: int = 1          #: threads of each pose network (OpenVINO or ONNX Runtime)
+    #: threads of each pose network (OpenVINO or ONNX Runtime). 2, by measurement (README,
+    #: "Detection schedule"): with the detector idle on most frames the landmark model has the second core
+    pose_threads: int = 2
     pose_backend: str = "auto"     #: where the pose networks run: auto (OpenVINO if installed), openvino, onnx
     max_people: int | None = None  #: landmarks for at most this many people a frame (None: all)
+    #: the person detector runs at least every this many processed frames; between, people are
+    #: tracked by their landmarks (front ends that can: posestream.realtime.perception). 1: always
+    detect_every: int = 5
+    #: ... and on every frame processed more than this many seconds after the previous one
+    #: (people walk out of their last crop: a stream that slow detects every frame)
+    track_max_gap_s: float = 0.3
+    #: at most this many people per landmark-model call (1: one call per person, which measured
+    #: faster in ONNX Runtime on CPU; 6: all people of a frame in one call)
+    landmark_batch: int = 1
     # windows
     mode: str = "track"            #: "track" (one window per person) or "scene" (one per stream)
     window_s: float = 3.0          #: seconds of skeletons per window (the model saw 1.5-6 s clips)
     stride: int = 8                #: processed frames between two classifications of a track
-    min_frames: int = 8            #: observed frames a window needs
+    min_frames: int = WINDOW_MIN_FRAMES  #: observed frames that always make a window
+    #: fewer observed frames make a window when there are at least floor_frames of them spanning
+    #: min_span_s seconds (a slow stream's people still get labels: engines.crop.window_is_enough)
+    floor_frames: int = WINDOW_FLOOR_FRAMES
+    min_span_s: float = WINDOW_MIN_SPAN_S
     keep_s: float = 2.0            #: a track unseen this long is forgotten
     scene_persons: int = 2         #: persons per scene window (NTU's 2)
     # action model
@@ -109,10 +126,16 @@ class RunConfig:
         for name in ("window_s", "keep_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("stride", "min_frames", "max_batch", "pose_threads", "engine_threads", "scene_persons"):
+        for name in ("stride", "min_frames", "max_batch", "pose_threads", "engine_threads", "scene_persons",
+                     "detect_every", "floor_frames", "landmark_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.track_max_gap_s, bool) or not isinstance(self.track_max_gap_s, (int, float)) \
+                or not self.track_max_gap_s > 0:
+            raise ValueError(f"track_max_gap_s must be a number of seconds > 0, got {self.track_max_gap_s!r}")
+        if isinstance(self.min_span_s, bool) or not isinstance(self.min_span_s, (int, float)) or not self.min_span_s >= 0:
+            raise ValueError(f"min_span_s must be a number of seconds >= 0, got {self.min_span_s!r}")
         if not 0 < self.smooth_alpha <= 1:
             raise ValueError(f"smooth_alpha must be in (0, 1], got {self.smooth_alpha}")
         if self.max_wait_s < 0:
@@ -134,6 +157,10 @@ class RunConfig:
         if not isinstance(self.action_events, list) or not all(isinstance(r, dict) for r in self.action_events):
             raise ValueError("action_events must be a list of tables (label, min_score, min_duration_s)")
         return self
+
+    def window_minimum(self) -> dict[str, Any]:
+        """The windows' minimum as :class:`~posestream.realtime.windows.WindowScheduler` takes it."""
+        return {"min_frames": self.min_frames, "floor_frames": self.floor_frames, "min_span_s": float(self.min_span_s)}
 
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with ``changes`` applied (None values are ignored: unset CLI options)."""

@@ -3,10 +3,13 @@
 Threads, and what each one owns::
 
     reader (one per source)      FrameReader: opens, reads, reconnects; a latest-frame slot
-    detect (one per stream)      person detection on the newest frame -> a one-slot hand-off
-    pose (one per stream)        top-down pose per box, the tracker, the track histories, the
-                                 windows it submits, the annotated frames it hands to sinks
-                                 (and to the evidence ring, with --evidence)
+    detect (one per stream)      person detection on the newest frame -> a one-slot hand-off;
+                                 with landmark tracking only on the frames the detection
+                                 schedule names (the others are handed on undetected)
+    pose (one per stream)        top-down pose per box (or, on an undetected frame, per person
+                                 carried from the previous frame's landmarks), the tracker, the
+                                 track histories, the windows it submits, the annotated frames
+                                 it hands to sinks (and to the evidence ring, with --evidence)
     action-batcher (one)         rasterize + classify windows of every stream together
     events (one)                 label smoothing, fall state machines, event sinks, label changes
     sink threads                 video writer, event log, label log, webhook, HTTP server,
@@ -14,6 +17,10 @@ Threads, and what each one owns::
 
 Detection and pose run in two threads so that, on two cores, the detector works on frame
 n + 1 while the landmark model works on frame n; the ONNX Runtime sessions release the GIL.
+A front end that can follow people by their landmarks (``estimator.tracks_landmarks``) runs
+its detector only every ``config.detect_every``-th frame, when nobody is tracked, after a
+tracked person was lost, or when frames come more than ``config.track_max_gap_s`` apart
+(:mod:`posestream.realtime.perception`).
 Every hand-off is a bounded slot or queue; whatever is overwritten or refused is counted.
 Each per-frame stage runs supervised (:mod:`posestream.realtime.supervision`): a failure
 skips its frame and is counted, a stage that keeps failing is restarted with backoff.
@@ -112,8 +119,9 @@ class _Both:
 @dataclass
 class _Detected:
     frame: Frame
-    people: list
+    people: list | None   # None: not detected; the pose thread tracks its people by landmarks
     detect_s: float
+    reason: str | None = None  # why the detector ran (DetectionSchedule.reason)
 
 
 class StreamWorker:
@@ -171,13 +179,26 @@ class StreamWorker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.scheduler = self._new_scheduler()
+        # Landmark tracking (posestream.realtime.perception): the detector runs only on the
+        # frames the schedule names; the others' people are followed from the previous frame's
+        # landmarks (self._carried, owned by the pose thread). The schedule and _pose_busy are
+        # guarded by _handoff.
+        from posestream.realtime.perception import DetectionSchedule
+
+        self._tracking = bool(getattr(estimator, "tracks_landmarks", False)) and config.detect_every > 1
+        self.schedule = DetectionSchedule(config.detect_every if self._tracking else 1, config.track_max_gap_s)
+        self._carried: list = []
+        self._pose_busy = False
         self._processed = 0
         self._fps_times: list[float] = []
         # frames_skipped: frames a failed detect/pose/track call left out; people_dropped:
         # detections with a non-finite, zero-size or malformed box; joints_cleared: non-finite
         # joints zeroed; errors: failed stage calls plus thread crashes
+        # detector_calls: frames that ran the person detector (the others were tracked by
+        # landmarks); people_seen: people kept, summed over processed frames
         self.counts = {"frames_processed": 0, "frames_skipped": 0, "windows_submitted": 0,
-                       "windows_refused": 0, "people_dropped": 0, "joints_cleared": 0, "errors": 0}
+                       "windows_refused": 0, "people_dropped": 0, "joints_cleared": 0, "errors": 0,
+                       "detector_calls": 0, "people_seen": 0}
         self.policy = policy or StagePolicy()
         restarts = {"detect": self._restart_detect, "pose": self._restart_pose, "track": self._restart_tracks,
                     "window": self._restart_windows, "draw": None}
@@ -237,6 +258,7 @@ class StreamWorker:
 
     def status(self) -> dict[str, Any]:
         return {"stream": self.name, "health": self.health, **self.counts, "fps": round(self.fps(), 2),
+                "detection": self.schedule.stats(),
                 "tracks": len(self.latest_tracks), "last_error": self.last_error,
                 "stages": {name: s.status() for name, s in self.stages.items()}, "source": self.reader.stats()}
 
@@ -252,7 +274,7 @@ class StreamWorker:
 
         c = self.config
         return WindowScheduler(clip_len=self.batcher.clip_len, size=self.batcher.size, window_s=c.window_s,
-                               stride=c.stride, min_frames=c.min_frames, mode=c.mode, scene_persons=c.scene_persons)
+                               stride=c.stride, **c.window_minimum(), mode=c.mode, scene_persons=c.scene_persons)
 
     def _restart_detect(self) -> None:
         if self.estimator_factory is not None:
@@ -271,6 +293,7 @@ class StreamWorker:
         from posestream.realtime.windows import StreamTracks
 
         gone = self.tracks.active_ids()
+        self._carried = []
         self.tracker = self._new_tracker()
         self.tracks = StreamTracks(self.name, keep_s=self.config.keep_s)
         self.scheduler = self._new_scheduler()
@@ -302,12 +325,19 @@ class StreamWorker:
     # frame n + 1 overlaps the pose of frame n, and no frame is detected that pose would never
     # process (frames the pipeline cannot take are dropped in the reader's slot, before any work
     # is spent on them, and counted there). A frame waits at most one pose step in between.
+    # With landmark tracking, a frame the schedule may leave to the landmark model waits until
+    # the pose thread has finished the previous one (the detect thread has nothing else to do
+    # then): that frame's outcome decides (a lost track sends this one to the detector), and
+    # the frame taken is the newest.
 
     def _detect_loop(self) -> None:
         while not self._stop.is_set():
             with self._handoff:
                 while self._pending is not None and not self._stop.is_set():
                     self._handoff.wait(0.1)
+                if self._tracking and not self.schedule.due():
+                    while self._pose_busy and not self._stop.is_set():
+                        self._handoff.wait(0.1)
             frame = self.reader.get(timeout=0.2)
             if frame is None:
                 if self.reader.ended.is_set():
@@ -317,15 +347,25 @@ class StreamWorker:
                 else:
                     continue
             self._lat["read"].observe(max(0.0, time.monotonic() - frame.t_capture))
+            with self._handoff:
+                reason = self.schedule.reason(frame.t_capture) if self._tracking else "period"
+                self.schedule.dispatch(reason, frame.t_capture)
+            if reason is None:
+                with self._handoff:
+                    self._pending = _Detected(frame, None, 0.0)
+                    self._handoff.notify_all()
+                continue
             t0 = time.perf_counter()
             ok, people = self._run_stage("detect", self._detect, frame)
             detect_s = time.perf_counter() - t0
             if not ok:
+                with self._handoff:  # no outcome to wait for: the next frame tries the detector again
+                    self.schedule.record(0)
                 self._skip_frame()
                 continue
             self._lat["detect"].observe(detect_s)
             with self._handoff:
-                self._pending = _Detected(frame, people, detect_s)
+                self._pending = _Detected(frame, people, detect_s, reason)
                 self._handoff.notify_all()
 
     def _pose_loop(self) -> None:
@@ -334,18 +374,30 @@ class StreamWorker:
                 while self._pending is None and not self._detect_done:
                     self._handoff.wait(0.1)
                 item, self._pending = self._pending, None
+                self._pose_busy = item is not None
                 self._handoff.notify_all()
             if item is None:  # the detect thread ended and nothing is left
                 return
-            if not self._stop.is_set():
-                self._process(item)
+            try:
+                if not self._stop.is_set():
+                    self._process(item)
+            finally:
+                with self._handoff:
+                    self._pose_busy = False
+                    self._handoff.notify_all()
 
     def _detect(self, frame: Frame) -> list:
         people = self._detector.detect(frame.image)
         return self._sanitize(people, frame)
 
-    def _refine(self, frame: Frame, people: list) -> list:
-        return self._sanitize(self._refiner.refine(frame.image, people), frame)
+    def _refine(self, frame: Frame, people: list | None) -> tuple[list, int]:
+        """-> (people, tracked people lost). ``people`` None: track by landmarks."""
+        if people is None:
+            kept = self._refiner.track(frame.image, self._carried)
+            return self._sanitize(kept, frame), int(self._refiner.lost)
+        if self._tracking:
+            return self._sanitize(self._refiner.refine(frame.image, people, carried=self._carried), frame), 0
+        return self._sanitize(self._refiner.refine(frame.image, people), frame), 0
 
     def _sanitize(self, people: list, frame: Frame) -> list:
         kept, dropped, cleared = sanitize_people(people, frame.shape)
@@ -384,9 +436,22 @@ class StreamWorker:
     def _process(self, item: _Detected) -> None:
         frame = item.frame
         t0 = time.perf_counter()
-        ok, people = self._run_stage("pose", self._refine, frame, item.people)
+        detected = item.people is not None
+        ok, result = self._run_stage("pose", self._refine, frame, item.people)
         if not ok:
+            self._carried = []
+            with self._handoff:  # nothing to track from: the next frame goes to the detector
+                self.schedule.record(0)
+                self._handoff.notify_all()
             return self._skip_frame()
+        people, lost = result
+        self._carried = people
+        with self._handoff:
+            self.schedule.record(len(people), lost)
+            self._handoff.notify_all()
+        if detected:
+            self.counts["detector_calls"] += 1
+        self.counts["people_seen"] += len(people)
         t1 = time.perf_counter()
         ok, tracks = self._run_stage("track", self._track, frame, people)
         if not ok:
@@ -608,6 +673,10 @@ class Runtime:
         # a new batch size took hundreds of ms (it showed as the tail of frame-to-label latency).
         for batch in range(1, self.config.max_batch + 1):
             self.engine.warmup(batch)
+        for w in self.workers:  # the same for the landmark model's batch sizes (all people of a frame)
+            warmup = getattr(w.estimator, "warmup", None)
+            if warmup is not None:
+                warmup()
         self.batcher.start()
         self._events_thread = threading.Thread(target=self._events_loop, name="events", daemon=True)
         self._events_thread.start()
@@ -872,6 +941,8 @@ def default_estimator(config: RunConfig):
         kwargs["max_people"] = config.max_people
     if config.pose in PRESETS:  # the MoveNet + BlazePose front ends
         kwargs["backend"] = config.pose_backend
+    if config.landmark_batch != 1:  # only the MoveNet + BlazePose presets batch their landmarks
+        kwargs["landmark_batch"] = config.landmark_batch
     return make_pose_estimator(config.pose, **kwargs)
 
 

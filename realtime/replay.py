@@ -55,12 +55,15 @@ def people_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, min_score: 
 
 
 def replay(frames: Iterable[tuple[int, float, Sequence[Any]]], img_shape: tuple[int, int], engine, config=None, *,
-           stream: str = "replay", fps_hint: float | None = None) -> ReplayOutcome:
+           stream: str = "replay", fps_hint: float | None = None,
+           tracker_thresholds: dict[str, float] | None = None) -> ReplayOutcome:
     """Run ``frames`` — ``(frame_index, t_capture, people)`` each, people as the pose stage
     gives them (objects with ``box`` and ``keypoints``) — through the tracker, the window
     scheduler, the batcher's classify step and the event logic of ``config`` (a
     :class:`~posestream.realtime.config.RunConfig`; default: the runtime's defaults), with the
-    action ``engine``. Times are seconds (events carry them as given)."""
+    action ``engine``. Times are seconds (events carry them as given). ``tracker_thresholds``:
+    the tracker's score thresholds as the front end that made the people sets them
+    (``estimator.tracker_thresholds()``, as the runtime does); default ByteTrack's."""
     from posestream.realtime.batcher import ActionBatcher, WindowJob
     from posestream.realtime.config import RunConfig
     from posestream.realtime.events import EventLogic
@@ -70,10 +73,10 @@ def replay(frames: Iterable[tuple[int, float, Sequence[Any]]], img_shape: tuple[
 
     cfg = (config or RunConfig()).validate()
     batcher = ActionBatcher(engine, max_batch=cfg.max_batch)  # not started: classify() is called here
-    tracker = ByteTracker(max_lost_s=1.0, fps=fps_hint)
+    tracker = ByteTracker(**(tracker_thresholds or {}), max_lost_s=1.0, fps=fps_hint)
     tracks = StreamTracks(stream, keep_s=cfg.keep_s)
     scheduler = WindowScheduler(clip_len=batcher.clip_len, size=batcher.size, window_s=cfg.window_s,
-                                stride=cfg.stride, min_frames=cfg.min_frames, mode=cfg.mode,
+                                stride=cfg.stride, **cfg.window_minimum(), mode=cfg.mode,
                                 scene_persons=cfg.scene_persons)
     names = engine.class_names or [str(i) for i in range(engine.num_classes)]
     logic = EventLogic(stream, names, smooth_alpha=cfg.smooth_alpha, smooth_margin=cfg.smooth_margin,

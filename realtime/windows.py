@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from posestream.engines.crop import compact_box, uniform_sample_indices, window_span, window_to_grid
+from posestream.engines.crop import (WINDOW_FLOOR_FRAMES, WINDOW_MIN_FRAMES, WINDOW_MIN_SPAN_S, compact_box,
+                                     uniform_sample_indices, window_is_enough, window_span, window_to_grid)
 from posestream.realtime.tracker import CONFIRMED, LOST
 from posestream.skeleton import NUM_KEYPOINTS
 
@@ -383,15 +384,18 @@ def _check_window(window_s: float, clip_len: int, size: int) -> None:
 
 
 def sample_track_window(history: TrackHistory, now: float, window_s: float, clip_len: int, size: int,
-                        min_frames: int = 8) -> WindowSample | None:
+                        min_frames: int = WINDOW_MIN_FRAMES, floor_frames: int = WINDOW_FLOOR_FRAMES,
+                        min_span_s: float = WINDOW_MIN_SPAN_S) -> WindowSample | None:
     """The window of one track: its frames in ``[now - window_s, now]`` (capture times), from
     its first to its last observed frame there, uniformly sampled to ``clip_len`` frames as the
-    validation pipeline samples a clip, on the ``size x size`` grid. None when fewer than
-    ``min_frames`` of them were observed (or the skeletons are too small to crop and the
-    history has no ``img_shape``)."""
+    validation pipeline samples a clip, on the ``size x size`` grid. None when its observed
+    frames are not enough (:func:`posestream.engines.crop.window_is_enough`: ``min_frames``,
+    or at least ``floor_frames`` spanning ``min_span_s`` seconds; or the skeletons are too
+    small to crop and the history has no ``img_shape``)."""
     _check_window(window_s, clip_len, size)
     slots, observed = history.window_slots(now - window_s, now)
-    if observed < max(1, min_frames):
+    span = float(history.t_capture[slots[-1]] - history.t_capture[slots[0]]) if len(slots) else 0.0
+    if not window_is_enough(observed, span, min_frames, floor_frames, min_span_s):
         return None
     picked = slots[uniform_sample_indices(len(slots), clip_len)]
     grid = _to_grid(history.keypoints[picked][None], size, history.img_shape)
@@ -406,12 +410,15 @@ def sample_track_window(history: TrackHistory, now: float, window_s: float, clip
 
 
 def sample_scene_window(stream_tracks: StreamTracks, now: float, window_s: float, clip_len: int, size: int,
-                        max_persons: int = 2, min_frames: int = 8) -> WindowSample | None:
+                        max_persons: int = 2, min_frames: int = WINDOW_MIN_FRAMES,
+                        floor_frames: int = WINDOW_FLOOR_FRAMES,
+                        min_span_s: float = WINDOW_MIN_SPAN_S) -> WindowSample | None:
     """The window of a whole scene (all persons in one volume, as PoseConv3D does for NTU):
     the tracks observed in ``[now - window_s, now]``, most observed first (then by id), at most
     ``max_persons``; frames = the stream's processed frames from the first to the last frame
     anyone of them was observed; a person's missing frames are zeros; one common box over all
-    of them. None when nobody was observed in ``min_frames`` frames."""
+    of them. None when the most observed person's frames are not enough (as for a track:
+    :func:`posestream.engines.crop.window_is_enough`)."""
     _check_window(window_s, clip_len, size)
     if max_persons < 1:
         raise ValueError(f"max_persons must be >= 1, got {max_persons}")
@@ -422,7 +429,11 @@ def sample_scene_window(stream_tracks: StreamTracks, now: float, window_s: float
             persons.append((observed, history, slots))
     persons.sort(key=lambda p: -p[0])  # stable: equal counts stay in id order
     persons = persons[:max_persons]
-    if not persons or persons[0][0] < max(1, min_frames):
+    if not persons:
+        return None
+    top_observed, top, top_slots = persons[0]
+    if not window_is_enough(top_observed, float(top.t_capture[top_slots[-1]] - top.t_capture[top_slots[0]]),
+                            min_frames, floor_frames, min_span_s):
         return None
 
     # The scene's frames: the stream's processed frames between the persons' first and last.
@@ -465,8 +476,9 @@ class WindowScheduler:
     so an offline replay cuts exactly the windows a live run would.
     """
 
-    def __init__(self, *, clip_len: int, size: int, window_s: float = 3.0, stride: int = 8, min_frames: int = 8,
-                 mode: str = "track", scene_persons: int = 2):
+    def __init__(self, *, clip_len: int, size: int, window_s: float = 3.0, stride: int = 8,
+                 min_frames: int = WINDOW_MIN_FRAMES, mode: str = "track", scene_persons: int = 2,
+                 floor_frames: int = WINDOW_FLOOR_FRAMES, min_span_s: float = WINDOW_MIN_SPAN_S):
         if mode not in ("track", "scene"):
             raise ValueError(f"mode must be 'track' or 'scene', got {mode!r}")
         _check_window(window_s, clip_len, size)
@@ -474,6 +486,10 @@ class WindowScheduler:
             raise ValueError(f"stride and min_frames must be >= 1, got {stride}, {min_frames}")
         self.clip_len, self.size, self.window_s = int(clip_len), int(size), float(window_s)
         self.stride, self.min_frames, self.mode, self.scene_persons = int(stride), int(min_frames), mode, scene_persons
+        if floor_frames < 1 or not min_span_s >= 0:
+            raise ValueError(f"floor_frames must be >= 1 and min_span_s >= 0, got {floor_frames}, {min_span_s}")
+        self.minimum = {"min_frames": self.min_frames, "floor_frames": int(floor_frames),
+                        "min_span_s": float(min_span_s)}
         self._since_window: dict[Any, int] = {}
         self._last_sent: dict[Any, float] = {}  # per track: t_capture of its last window's newest frame
 
@@ -495,12 +511,11 @@ class WindowScheduler:
                 continue
             if key == "scene":
                 sample = sample_scene_window(tracks, now, self.window_s, self.clip_len, self.size,
-                                             max_persons=self.scene_persons, min_frames=self.min_frames)
+                                             max_persons=self.scene_persons, **self.minimum)
                 frames: list = []
             else:
                 history = tracks.history(key)
-                sample = sample_track_window(history, now, self.window_s, self.clip_len, self.size,
-                                             min_frames=self.min_frames)
+                sample = sample_track_window(history, now, self.window_s, self.clip_len, self.size, **self.minimum)
                 frames = history.frames_since(self._last_sent.get(key, -math.inf)) if sample is not None else []
             if sample is None:
                 continue

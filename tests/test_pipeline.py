@@ -52,8 +52,10 @@ def vtest_run(vtest, tmp_path_factory):
     """80 frames of vtest.avi through the whole pipeline, every frame processed; an action event
     rule for walking (vtest's pedestrians walk) so that the event log has lines to check."""
     out = tmp_path_factory.mktemp("run")
+    # track_max_gap_s: at pace "fast" frames are as far apart as this (busy) machine takes to
+    # process them; with the gap rule off the detection period alone decides, as checked below
     config = RunConfig(pace="fast", max_frames=80, video_out=str(out / "annotated.mp4"),
-                       events_out=str(out / "events.jsonl"),
+                       events_out=str(out / "events.jsonl"), track_max_gap_s=60.0,
                        action_events=[{"label": "walking", "min_score": 0.0, "min_duration_s": 0.0}])
     # Before Runtime(): constructing it already starts threads (the sinks' writers), and those
     # must be gone after stop() too.
@@ -71,6 +73,12 @@ def test_vtest_tracks_are_formed_and_every_track_gets_labels(vtest_run):
     stream = status["streams"][0]
     assert stream["frames_processed"] == 80
     assert stream["source"]["health"] == "ended"
+    # the detector ran on some frames only (every 5th, or after a lost track); the others
+    # were tracked by their landmarks
+    detection = stream["detection"]
+    assert detection["every"] == 5 and detection["frames"] == 80
+    assert 80 // 5 <= stream["detector_calls"] == detection["detector_calls"] <= 80 // 2
+    assert stream["people_seen"] >= 3 * 80
     labels = runtime.label_summary()["vtest"]
     # vtest.avi has 3-7 pedestrians in view over these frames
     assert len(labels) >= 3

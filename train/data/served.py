@@ -25,11 +25,13 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from posestream.actions import ACTIONS, Segment, window_label
-from posestream.engines.crop import window_span
+from posestream.engines.crop import (WINDOW_FLOOR_FRAMES, WINDOW_MIN_FRAMES, WINDOW_MIN_SPAN_S, window_is_enough,
+                                     window_span)
 
-#: The runtime's defaults (:class:`posestream.realtime.config.RunConfig`) a served window follows.
+#: The runtime's defaults (:class:`posestream.realtime.config.RunConfig`) a served window follows;
+#: its minimum is the runtime's own (:func:`posestream.engines.crop.window_is_enough`).
 WINDOW_S = 3.0
-MIN_FRAMES = 8
+MIN_FRAMES = WINDOW_MIN_FRAMES
 
 #: Families kept out of training: a ceiling-corner camera, large bodies, shuffling walkers and
 #: falls from a push. Each gets its own validation splits.
@@ -60,14 +62,17 @@ def processed_frames(rng: np.random.Generator, num_frames: int, camera_fps: floa
 
 
 def served_window(clip: dict, rng: np.random.Generator, rate: float | None = None, now: float | None = None,
-                  window_s: float = WINDOW_S, min_frames: int = MIN_FRAMES) -> dict | None:
+                  window_s: float = WINDOW_S, min_frames: int = MIN_FRAMES, floor_frames: int = WINDOW_FLOOR_FRAMES,
+                  min_span_s: float = WINDOW_MIN_SPAN_S) -> dict | None:
     """The actor's window of ``clip`` as the runtime would classify it: the frames processed at
     ``rate`` frames/s (default drawn: the camera's own rate 35 % of the time, else 3 fps to
     it), the last ``window_s`` seconds before the processed frame at or before ``now``
-    (default drawn among the processed frames), first to last observed frame. A clip dict
-    (one person) labelled from the clip's timeline, with ``served``: ``t0``/``t1`` (capture
-    times of its first and last frame), ``now``, ``rate``; None when fewer than
-    ``min_frames`` frames were observed or the window is too mixed to name."""
+    (default drawn among the processed frames whose window the runtime would classify), first
+    to last observed frame. A clip dict (one person) labelled from the clip's timeline, with
+    ``served``: ``t0``/``t1`` (capture times of its first and last frame), ``now``, ``rate``;
+    None when the observed frames are not enough for the runtime
+    (:func:`~posestream.engines.crop.window_is_enough` with ``min_frames``, ``floor_frames``,
+    ``min_span_s``) or the window is too mixed to name."""
     fps = float(clip["fps"])
     n = int(clip["total_frames"])
     if rate is None:
@@ -76,17 +81,23 @@ def served_window(clip: dict, rng: np.random.Generator, rate: float | None = Non
     t = picked / fps
     actor = int(clip.get("actor", 0))
     observed = np.asarray(clip["keypoint_score"])[actor, picked].max(axis=-1) > 0
+    def span(end: int) -> tuple[int, int, int, bool]:
+        lo, hi, seen = window_span(t[:end + 1], observed[:end + 1], t[end] - window_s, t[end])
+        enough = seen > 0 and window_is_enough(seen, float(t[hi - 1] - t[lo]), min_frames, floor_frames, min_span_s)
+        return lo, hi, seen, enough
+
     if now is None:
-        ready = np.flatnonzero(np.cumsum(observed) >= min_frames)
-        if not len(ready):
+        floor = max(1, min(floor_frames, min_frames))
+        ready = [int(e) for e in np.flatnonzero(np.cumsum(observed) >= floor) if span(int(e))[3]]
+        if not ready:
             return None
-        end = int(ready[int(rng.integers(len(ready)))])
+        end = ready[int(rng.integers(len(ready)))]
     else:
         end = int(np.searchsorted(t, now + 1e-9, side="right")) - 1
         if end < 0:
             return None
-    lo, hi, seen = window_span(t[:end + 1], observed[:end + 1], t[end] - window_s, t[end])
-    if seen < min_frames:
+    lo, hi, seen, enough = span(end)
+    if not enough:
         return None
     t0, t1 = float(t[lo]), float(t[hi - 1])
     label = window_label([Segment(*seg) for seg in clip["timeline"]], t0, t1 + 1.0 / fps)
