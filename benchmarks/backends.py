@@ -331,10 +331,10 @@ def main(argv=None) -> int:
                          "frames (default 100; 0: only the sample-clip volumes)")
     ap.add_argument("--json", help="also write the rows and the machine as JSON")
     args = ap.parse_args(argv)
-    if not B.openvino_available():
+    openvino = B.openvino_module()
+    if openvino is None:
         print("openvino is not installed: pip install openvino", file=sys.stderr)
         return 2
-    import openvino
 
     machine = machine_info()
     machine["openvino"] = openvino.__version__

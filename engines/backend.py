@@ -83,8 +83,23 @@ def check_backend(backend: str) -> str:
     return name
 
 
+#: What ``import openvino`` imports besides the runtime and posestream never uses: the model
+#: conversion tools, whose import sends a usage event to Intel's telemetry (openvino-telemetry,
+#: Google Analytics) from a worker thread, with no consent asked and no off switch short of a
+#: file in the user's home. A camera box may be offline or must not phone home, and that thread
+#: outlives a run. Marking the module absent makes openvino's ``__init__`` skip it (it catches the
+#: ImportError); posestream reads ONNX files with ``Core.read_model``, which needs no conversion.
+OPENVINO_SKIPPED_MODULES = ("openvino.tools.ovc",)
+
+
 def openvino_module():
-    """The ``openvino`` module, or None when it cannot be imported (one notice)."""
+    """The ``openvino`` module, or None when it cannot be imported (one notice). Imported without
+    the conversion tools (:data:`OPENVINO_SKIPPED_MODULES`), unless something imported them already."""
+    import sys
+
+    if "openvino" not in sys.modules:
+        for name in OPENVINO_SKIPPED_MODULES:
+            sys.modules.setdefault(name, None)  # None: "import X" raises ImportError
     try:
         import openvino
     except Exception as exc:  # ImportError, or a broken install raising something else
@@ -215,8 +230,7 @@ class OpenVinoSession:
         return cfg
 
     def info(self) -> dict[str, Any]:
-        import openvino
-
+        openvino = openvino_module()
         return {"backend": "openvino", "openvino": openvino.__version__, "precision": self.precision,
                 "threads": self.threads, "cache_dir": None if self.cache_dir is None else os.fspath(self.cache_dir),
                 "loaded_from_cache": self.loaded_from_cache}

@@ -11,14 +11,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import openvino  # a dependency (setup.py): its absence is a failure here, not a skip
 import pytest
 
 from posestream.engines import backend as B
+
+openvino = B.openvino_module()  # a dependency (setup.py): its absence is a failure here, not a skip
+assert openvino is not None, "openvino is not installed (a dependency: pip install -e .)"
 from posestream.engines import pose as P
 from posestream.engines.action import EngineError, OnnxEngine, OpenVinoEngine, check_volumes, make_engine
 from posestream.realtime.pipeline import default_action_model
 
+B_MODEL = Path(default_action_model())
 VTEST = Path(__file__).resolve().parent / ".media" / "vtest.avi"
 FRAMES = (0, 100, 300)
 
@@ -344,3 +347,25 @@ def test_one_engine_called_from_several_threads_gives_each_its_own_logits():
         got = list(pool.map(lambda i: engine.predict(volumes[i:i + 1]), [0, 1, 2, 3] * 3))
     for k, logits in enumerate(got):
         np.testing.assert_allclose(logits, want[k % 4], atol=1e-6)
+
+
+def test_openvino_is_imported_without_its_telemetry():
+    """``import openvino`` alone imports its conversion tools, which send a usage event to
+    Intel's telemetry from a worker thread that outlives the run; posestream imports the runtime
+    without them. A fresh interpreter opens a real session and runs it: no telemetry module is
+    loaded, no thread is left."""
+    code = f"""
+import sys, threading
+import numpy as np
+from posestream.engines import backend as B
+session = B.open_session({str(B_MODEL)!r}, threads=1, what="action model", backend="openvino")
+assert B.session_backend(session) == "openvino", B.session_backend(session)
+x = np.zeros([1] + [int(d) for d in session.get_inputs()[0].shape[1:]], np.float32)
+session.run(None, {{session.get_inputs()[0].name: x}})
+assert "openvino_telemetry" not in sys.modules, "telemetry imported"
+assert "openvino.tools.ovc" not in sys.modules or sys.modules["openvino.tools.ovc"] is None
+assert threading.active_count() == 1, [t.name for t in threading.enumerate()]
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
