@@ -31,12 +31,14 @@ def mix(counts: dict[str, int]) -> dict:
             "none": counts.get("none", 0) / total if total else None}
 
 
-def run(video: str, pace: str, model: str | None, max_frames: int | None, loop: bool) -> dict:
+def run(video: str, pace: str, model: str | None, max_frames: int | None, loop: bool,
+        detect_every: int | None = None) -> dict:
     from posestream.realtime.app import run_realtime
     from posestream.realtime.config import RunConfig
     from posestream.realtime.sources import parse_source
 
-    config = RunConfig(pace=pace, model=model, events_out=None, loop=loop, max_frames=max_frames).validate()
+    extra = {} if detect_every is None else {"detect_every": detect_every}
+    config = RunConfig(pace=pace, model=model, events_out=None, loop=loop, max_frames=max_frames, **extra).validate()
     t0 = time.monotonic()
     status = run_realtime([parse_source(video)], config, quiet=True)
     wall = time.monotonic() - t0
@@ -65,6 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="action model (default: the shipped one)")
     parser.add_argument("--pace", nargs="+", default=["realtime", "fast"], choices=["realtime", "fast"])
     parser.add_argument("--hours", type=float, help="loop the video for this much video time (10 fps)")
+    parser.add_argument("--detect-every", type=int, help="the person detector's period in processed frames "
+                        "(default: the run config's; 1: every frame, no landmark tracking in between)")
     parser.add_argument("--out", help="write the results to this JSON file")
     args = parser.parse_args(argv)
     if not Path(args.video).is_file():
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
     results = []
     for pace in args.pace:
         max_frames = int(args.hours * 3600 * 10) if args.hours else None
-        r = run(args.video, pace, args.model, max_frames, loop=bool(args.hours))
+        r = run(args.video, pace, args.model, max_frames, loop=bool(args.hours), detect_every=args.detect_every)
         results.append(r)
         hours = r["frames_read"] / 10 / 3600
         ws = r["shown"]["walking_standing"]

@@ -72,9 +72,10 @@ class WindowJob:
     """One window to classify.
 
     keypoint ``[M, T, V, 2]`` on the model's grid, score ``[M, T, V]``; ``key`` identifies the
-    window for its submitter (e.g. a track id); ``t_last_capture`` is the capture time of the
-    window's newest frame (the frame-to-label latency is measured from it); ``reply`` is the
-    queue the result goes to.
+    window for its submitter (e.g. a track id); ``t_last_capture`` is the time of the
+    window's newest frame on its stream's clock (``Frame.t_clock``), ``read_offset`` that frame's
+    read time minus it (0 but for files read at pace fast), so that the frame-to-label latency is
+    measured from ``t_last_capture + read_offset``; ``reply`` is the queue the result goes to.
     """
 
     stream: str
@@ -86,6 +87,7 @@ class WindowJob:
     reply: "queue.Queue[WindowResult]"
     context: Any = None   #: passed through to the result untouched (e.g. the latest skeleton)
     t_submit: float = field(default_factory=time.monotonic)
+    read_offset: float = 0.0
 
 
 @dataclass(eq=False)
@@ -105,15 +107,21 @@ class WindowResult:
     rasterize_s: float
     classify_s: float
     context: Any = None
+    read_offset: float = 0.0  #: as WindowJob's
 
     @property
     def label_index(self) -> int:
         return int(np.argmax(self.probs))
 
     @property
+    def t_last_read(self) -> float:
+        """When the reader got the window's newest frame (monotonic)."""
+        return self.t_last_capture + self.read_offset
+
+    @property
     def latency_s(self) -> float:
         """Capture of the window's last frame -> its label ready."""
-        return self.t_done - self.t_last_capture
+        return self.t_done - self.t_last_read
 
 
 class ActionBatcher:
@@ -319,7 +327,7 @@ class ActionBatcher:
                             "%d such windows so far", j.stream, j.key, j.frame_index, nonfinite_total)
                 continue
             results.append((j, WindowResult(j.stream, j.key, j.frame_index, p, j.t_last_capture, j.t_submit, t2,
-                                            n, t1 - t0, t2 - t1, j.context)))
+                                            n, t1 - t0, t2 - t1, j.context, j.read_offset)))
             if self.metrics is not None:
                 self.metrics.latency("posestream_stage_latency_seconds", "per-stage latency",
                                      stream=j.stream, stage="rasterize").observe(t1 - t0)

@@ -70,6 +70,11 @@ class Frame:
     image: BGR uint8 ``[H, W, 3]``.
     pts: the frame's position in its source in seconds when the source says (video files,
         image folders at their nominal rate), else None.
+    t_stream: the moment the frame shows on its stream's own clock, when that is not
+        ``t_capture``: a file read at pace "fast" is read as fast as the pipeline takes frames,
+        so its frames' read times follow the CPU, not the scene; its first frame's
+        ``t_capture`` + ``pts`` keeps the file's own time. None elsewhere (cameras, streams, files
+        played at their own rate: read time is scene time). :attr:`t_clock` is the one to use.
     """
 
     stream: str
@@ -78,6 +83,13 @@ class Frame:
     t_wall: float
     image: np.ndarray
     pts: float | None = None
+    t_stream: float | None = None
+
+    @property
+    def t_clock(self) -> float:
+        """The frame's time on the stream's clock (windows, tracks, the fall logic, the detection
+        schedule measure motion on it); latencies are measured from ``t_capture``."""
+        return self.t_capture if self.t_stream is None else self.t_stream
 
     @property
     def shape(self) -> tuple[int, int]:

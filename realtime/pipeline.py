@@ -348,8 +348,8 @@ class StreamWorker:
                     continue
             self._lat["read"].observe(max(0.0, time.monotonic() - frame.t_capture))
             with self._handoff:
-                reason = self.schedule.reason(frame.t_capture) if self._tracking else "period"
-                self.schedule.dispatch(reason, frame.t_capture)
+                reason = self.schedule.reason(frame.t_clock) if self._tracking else "period"
+                self.schedule.dispatch(reason, frame.t_clock)
             if reason is None:
                 with self._handoff:
                     self._pending = _Detected(frame, None, 0.0)
@@ -409,7 +409,7 @@ class StreamWorker:
 
     def _track(self, frame: Frame, people: list) -> list:
         tracks = self.tracker.update(people, frame_index=frame.index)
-        dropped = self.tracks.update(tracks, frame.index, frame.t_capture, img_shape=frame.shape)
+        dropped = self.tracks.update(tracks, frame.index, frame.t_clock, img_shape=frame.shape)
         if dropped and self.forget is not None:
             self.forget(self.name, list(dropped))
         return tracks
@@ -473,9 +473,9 @@ class StreamWorker:
             del self._fps_times[:32]
 
     def _submit_windows(self, frame: Frame) -> None:
-        for key, sample, frames in self.scheduler.due(self.tracks, frame.t_capture):
+        for key, sample, frames in self.scheduler.due(self.tracks, frame.t_clock):
             job = WindowJob(self.name, key, sample.keypoint, sample.score, sample.t_last_capture,
-                            sample.last_frame, self.results, frames)
+                            sample.last_frame, self.results, frames, read_offset=frame.t_capture - frame.t_clock)
             if self.batcher.submit(job):
                 self.counts["windows_submitted"] += 1
             else:
@@ -825,11 +825,11 @@ class Runtime:
 
     def _on_result(self, result: WindowResult) -> None:
         now = time.monotonic()
-        self.label_latency.observe(now - result.t_last_capture)
+        self.label_latency.observe(now - result.t_last_read)
         self.metrics.latency(STAGE_LATENCY, STAGE_HELP, stream=result.stream,
-                             stage="frame_to_label").observe(now - result.t_last_capture)
+                             stage="frame_to_label").observe(now - result.t_last_read)
         logic = self._logic(result.stream)
-        wall = time.time() - (now - result.t_last_capture)
+        wall = time.time() - (now - result.t_last_read)
         events, label = logic.on_result(result.key, wall, result.t_last_capture, result.probs, result.context,
                                         result.frame_index)
         previous = self.labels.get(result.stream, result.key)

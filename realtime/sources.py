@@ -658,7 +658,7 @@ class FrameReader:
         return capture
 
     def _publish(self, image: np.ndarray, t_capture: float, t_wall: float,
-                 pts: float | None) -> None:
+                 pts: float | None, t_stream: float | None = None) -> None:
         """Put one good frame in the slot and count it; raises _SourceGone when the reader is
         done (stopped, or max_frames reached)."""
         with self._lock:
@@ -666,7 +666,7 @@ class FrameReader:
             self._frames_read += 1
             self._recent.append(t_capture)
             self._size = (int(image.shape[1]), int(image.shape[0]))
-        accepted, replaced = self._slot.put(Frame(self.name, index, t_capture, t_wall, image, pts))
+        accepted, replaced = self._slot.put(Frame(self.name, index, t_capture, t_wall, image, pts, t_stream))
         if not accepted:
             raise _SourceGone
         if replaced is not None:
@@ -765,7 +765,9 @@ class FrameReader:
             bad_in_a_row = 0
             frames_this_pass += 1
             self._set_health("live")
-            self._publish(image, t_capture, t_wall, pts)
+            # at pace fast the file's own clock (see Frame.t_stream): motion keeps its speed
+            self._publish(image, t_capture, t_wall, pts,
+                          clock_start + pts if self.pace == "fast" else None)
 
     # cameras and network streams
 

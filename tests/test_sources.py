@@ -155,6 +155,28 @@ def test_non_video_file_is_a_one_line_error(tmp_path):
     assert one_line(reader.last_error).startswith(f"{bad}: cannot be decoded as video")
 
 
+def test_a_file_read_fast_keeps_its_own_clock_for_motion(vtest):
+    """At pace fast a file is read as fast as frames are taken: the read times follow the CPU
+    (here slower than the file: 0.25 s a frame against its 0.1 s), the stream clock (t_clock,
+    what windows, tracks and the fall logic measure motion on) keeps the file's own time, or a
+    fast CPU would make walkers run. At the file's own pace the two are the same clock."""
+    with FrameReader(parse_source(str(vtest)), pace="fast", max_frames=6) as reader:
+        frames = []
+        while len(frames) < 6:
+            frame = reader.get(timeout=5)
+            assert frame is not None
+            frames.append(frame)
+            time.sleep(0.25)
+    clock = np.diff([f.t_clock for f in frames])
+    read = np.diff([f.t_capture for f in frames])
+    np.testing.assert_allclose(clock, 0.1, atol=1e-9)
+    assert read[1:].min() > 0.2  # (the reader reads a frame ahead: frame 1 came at once)
+    assert frames[0].t_clock == pytest.approx(frames[0].t_capture)
+    with FrameReader(parse_source(str(vtest)), pace="realtime", max_frames=3) as reader:
+        live = [reader.get(timeout=5) for _ in range(3)]
+    assert all(f is not None and f.t_stream is None and f.t_clock == f.t_capture for f in live)
+
+
 def test_fast_reads_every_frame_in_order(vtest):
     reader = FrameReader(parse_source(str(vtest)), pace="fast")
     assert reader.stats()["nominal_fps"] == 10.0  # known before start, for the pipeline
