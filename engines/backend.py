@@ -62,6 +62,28 @@ MAX_STATIC_SHAPES = 4
 _notices: set[str] = set()
 _notices_lock = threading.Lock()
 
+#: OpenVINO's compiled-model cache switches the whole process to the "C" locale while it reads or
+#: writes a blob, then puts back the locale it found (setlocale: process-wide, not per thread).
+#: Two compiles at once (two streams' pose networks opening together) interleave: the second
+#: saves the first's "C" and restores it last, leaving the process in "C" for good, after which
+#: Python read every text file as ASCII. OpenVINO's reads and compiles take turns behind this
+#: lock, and the locale found before each is put back after it.
+_OPENVINO_BUILD_LOCK = threading.Lock()
+
+
+def openvino_build(fn, *args: Any) -> Any:
+    """``fn(*args)`` (an OpenVINO ``read_model`` / ``compile_model``) one at a time in the
+    process, with the process locale as it was before (see :data:`_OPENVINO_BUILD_LOCK`)."""
+    import locale
+
+    with _OPENVINO_BUILD_LOCK:
+        saved = locale.setlocale(locale.LC_ALL)
+        try:
+            return fn(*args)
+        finally:
+            if locale.setlocale(locale.LC_ALL) != saved:
+                locale.setlocale(locale.LC_ALL, saved)
+
 
 class BackendError(ValueError):
     """A one-line, user-facing error about a backend choice."""
@@ -172,7 +194,7 @@ class OpenVinoSession:
         self.cache_dir = usable_cache_dir(openvino_cache_dir() if cache_dir == "default" else
                                           (None if cache_dir is None else Path(cache_dir)))
         self._core = ov.Core()
-        self._model = self._core.read_model(os.fspath(self.path))
+        self._model = openvino_build(self._core.read_model, os.fspath(self.path))
         self._inputs = [TensorInfo(p.any_name, _dims(p.get_partial_shape()), str(p.get_element_type()))
                         for p in self._model.inputs]
         self._outputs = [TensorInfo(p.any_name, _dims(p.get_partial_shape()), str(p.get_element_type()))
@@ -255,14 +277,14 @@ class OpenVinoSession:
         cfg = self.config()
         source = os.fspath(self.path) if from_path else model  # from the path, the cache skips reading too
         try:
-            compiled = self._core.compile_model(source, "CPU", cfg)
+            compiled = openvino_build(self._core.compile_model, source, "CPU", cfg)
         except Exception as exc:
             if "CACHE_DIR" not in cfg:
                 raise
             notice_once(f"cache-compile:{self.cache_dir}", "OpenVINO could not use the model cache %s (%s); "
                         "compiling without it", self.cache_dir, first_line(exc))
             self.cache_dir = None
-            compiled = self._core.compile_model(source, "CPU", self.config())
+            compiled = openvino_build(self._core.compile_model, source, "CPU", self.config())
         self.compiles += 1
         self.last_compiled = compiled  # its properties say what OpenVINO actually set
         try:

@@ -369,3 +369,35 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+def test_compiles_in_several_threads_leave_the_process_locale_alone():
+    """OpenVINO's model cache sets the process locale to "C" around each blob read or write and
+    restores what it saw; compiles in several threads at once (streams opening their pose
+    networks together) left the process in "C" for good, and Python then read text files as
+    ASCII (seen: a UTF-8 model card failed to load after a two-stream run). Measured here: four
+    threads compiling the shipped networks through a shared cache, three rounds; without the
+    lock (raw ``Core.compile_model`` calls) every round ended in "C"."""
+    import locale
+    import threading
+
+    before = locale.setlocale(locale.LC_ALL)
+    assert locale.setlocale(locale.LC_CTYPE) != "C", "the test needs a locale other than C (e.g. C.UTF-8)"
+    paths = [B_MODEL, P.shipped_model(P.LANDMARK_FILE)]
+    errors = []
+
+    def open_one(path):
+        try:
+            session = B.open_session(path, threads=1, what="a network", backend="openvino")
+            assert B.session_backend(session) == "openvino"
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=open_one, args=(paths[i % 2],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert locale.setlocale(locale.LC_ALL) == before

@@ -210,6 +210,18 @@ class _Dropped:
 # Running a model over clips
 
 
+def worker_context(workers: int) -> str | None:
+    """``multiprocessing_context`` of every posestream DataLoader: the default (fork) unless this
+    process has loaded OpenVINO, whose runtime keeps thread pools (TBB) running after its models
+    are gone: forking then crashed the parent (a segmentation fault at the first multi-worker
+    loader after a two-stream run in the same process, e.g. the test suite). ``forkserver``
+    starts workers from a clean process instead; the samples stay the same (each is seeded by its
+    place in the epoch, not by the worker)."""
+    import sys
+
+    return "forkserver" if workers > 0 and "openvino" in sys.modules else None
+
+
 def worker_init(worker_id: int) -> None:
     """``worker_init_fn`` of every posestream DataLoader: leave Ctrl-C to the main process (it
     stops cleanly; a worker killed by it would fail the next batch), and give a dataset without
@@ -242,7 +254,7 @@ def predict(model, dataset, *, batch_size: int = 1, device=None, workers: int = 
     device = torch.device(device or "cpu")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", generator=torch.Generator(),
-                        worker_init_fn=worker_init)
+                        worker_init_fn=worker_init, multiprocessing_context=worker_context(workers))
     model.eval()
     out = []
     with torch.inference_mode():

@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from posestream.files import atomic_write
 from posestream.train.checkpoints import FORMAT, VERSION, ModelCard, load_checkpoint, save_checkpoint
 from posestream.train.config import ConfigError, TrainConfig, load_config
-from posestream.train.evaluate import ProcessOptions, compute_metrics, predict, worker_init
+from posestream.train.evaluate import ProcessOptions, compute_metrics, predict, worker_context, worker_init
 
 __all__ = ["train", "ClipDataset", "EpochSampler", "lr_at", "load_training_state", "run_train", "TrainOptions"]
 
@@ -563,6 +563,7 @@ class _Run:
         self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler,
                                  num_workers=self.workers, pin_memory=self.device.type == "cuda",
                                  drop_last=False, worker_init_fn=worker_init,
+                                 multiprocessing_context=worker_context(self.workers),
                                  generator=torch.Generator().manual_seed(self.seed))
         self.iters_per_epoch = math.ceil(self.sampler.num_samples / cfg.batch_size)
         self.total_steps = self.iters_per_epoch * cfg.total_epochs
