@@ -9,20 +9,8 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-#: Test modules run before all others. The training tests (torch training in this process,
-#: a SIGINT sent to itself mid-run) crashed the whole pytest process with a segmentation fault
-#: when they ran after a two-stream pipeline run on OpenVINO in the same process (its CPU
-#: plugin's thread pools stay behind), reproducibly, whatever the DataLoader's workers; alone or
-#: before the OpenVINO tests they pass. posestream itself never does both in one process (a
-#: `posestream train` process loads no OpenVINO), so the suite orders them; the cause inside
-#: OpenVINO/TBB is not found.
-RUN_FIRST = ("test_training.py",)
-
-
 def pytest_collection_modifyitems(config, items):
-    """The modules of :data:`RUN_FIRST` first (stable otherwise); tests marked ``gpu`` skip, with
-    a reason, on machines without a CUDA device."""
-    items.sort(key=lambda item: 0 if item.path.name in RUN_FIRST else 1)
+    """Tests marked ``gpu`` skip, with a reason, on machines without a CUDA device."""
     if _cuda_available():
         return
     skip = pytest.mark.skip(reason="no CUDA device on this machine")
