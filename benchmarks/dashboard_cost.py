@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -33,23 +32,14 @@ import threading
 import time
 from pathlib import Path
 
+from posestream.realtime.bench import machine_info
+
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = ROOT / "tests" / ".media" / "vtest.avi"
 RULE = '[[action_events]]\nlabel = "walking"\nmin_score = 0.0\nmin_duration_s = 0.0\n'
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -163,7 +153,7 @@ def main() -> int:
     without = [r["cpu_s_per_frame"] for r in runs if not r["dashboard"]]
     with_page = [r["cpu_s_per_frame"] for r in runs if r["dashboard"]]
     report = {
-        "cpu": cpu_name(), "cores": os.cpu_count(), "pace": args.pace, "frames_per_run": args.frames,
+        "cpu": machine_info()["cpu"], "cores": os.cpu_count(), "pace": args.pace, "frames_per_run": args.frames,
         "rounds": args.rounds, "runs": runs,
         "cpu_s_per_frame_without": statistics.median(without),
         "cpu_s_per_frame_with_dashboard": statistics.median(with_page),

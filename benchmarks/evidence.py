@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,21 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from posestream.realtime.bench import machine_info  # noqa: E402
 from posestream.realtime.evidence import EvidenceRecorder  # noqa: E402
 from posestream.realtime.frames import Frame  # noqa: E402
 
 VTEST = Path(__file__).resolve().parent.parent / "tests" / ".media" / "vtest.avi"
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:
@@ -94,7 +82,7 @@ def main() -> int:
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     report = {
-        "cpu": cpu_name(), "load_1min": float(load), "video": Path(args.video).name, "fps": fps, "pre_s": args.pre_s, "post_s": args.post_s,
+        "cpu": machine_info()["cpu"], "load_1min": float(load), "video": Path(args.video).name, "fps": fps, "pre_s": args.pre_s, "post_s": args.post_s,
         "events": len(page), "complete": stats["complete"],
         "clip_frames": sorted({e["evidence"]["clip_frames"] for e in page}),
         "write_s": {"p50": round(writes[len(writes) // 2], 3), "max": round(writes[-1], 3),
@@ -125,7 +113,7 @@ def pipeline(args) -> int:
         page = runtime.evidence.store.list_events(limit=500)["events"]
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
-    report = {"cpu": cpu_name(), "load_1min": float(load), "mode": "pipeline", "frames": args.pipeline,
+    report = {"cpu": machine_info()["cpu"], "load_1min": float(load), "mode": "pipeline", "frames": args.pipeline,
               "pre_s": args.pre_s, "post_s": args.post_s, "events": len(page),
               "complete": stats["complete"], "partial": stats["partial"],
               "clip_frames": sorted(e["evidence"]["clip_frames"] for e in page), "write_time": stats["write_time"],

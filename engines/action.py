@@ -270,6 +270,30 @@ class TorchEngine(ActionEngine):
         return out.numpy()
 
 
+def volume_io(source: str, inputs: Sequence[Any], outputs: Sequence[Any],
+              card: ModelCard | None) -> tuple[str, str, list[int | None], int]:
+    """``(input name, output name, input dims with None for dynamic ones, number of classes)``
+    of an action model's session (ONNX Runtime's or OpenVINO's ``get_inputs()`` /
+    ``get_outputs()``), or a one-line :class:`EngineError` when it does not take one volume
+    batch ``[N, K, T, H, W]`` or its class count cannot be told (from the card, else the output)."""
+    if len(inputs) != 1:
+        arch = f" ({card.arch})" if card is not None else ""
+        raise EngineError(f"{source}: the model{arch} takes {len(inputs)} inputs "
+                          f"({', '.join(i.name for i in inputs)}); the action engines feed one heatmap volume")
+    dims = [d if isinstance(d, int) else None for d in inputs[0].shape]
+    if len(dims) != 5:
+        raise EngineError(f"{source}: input {inputs[0].name!r} has shape {inputs[0].shape}, "
+                          "expected a volume batch [N, K, T, H, W]")
+    out_dims = outputs[0].shape
+    if card is not None:
+        num_classes = card.num_classes
+    elif len(out_dims) == 2 and isinstance(out_dims[1], int):
+        num_classes = out_dims[1]
+    else:
+        raise EngineError(f"{source}: cannot tell the number of classes from output shape {out_dims}")
+    return inputs[0].name, outputs[0].name, dims, num_classes
+
+
 class OnnxEngine(ActionEngine):
     """ONNX Runtime on a posestream ONNX file (fp32 or int8).
 
@@ -320,24 +344,8 @@ class OnnxEngine(ActionEngine):
         props = dict(session.get_modelmeta().custom_metadata_map)
         self.metadata = props
         card = card_from_metadata(props, source)
-        inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != 1:
-            arch = f" ({card.arch})" if card is not None else ""
-            raise EngineError(f"{source}: the model{arch} takes {len(inputs)} inputs "
-                              f"({', '.join(i.name for i in inputs)}); the action engines feed one heatmap volume")
-        self.input_name = inputs[0].name
-        self.output_name = outputs[0].name
-        dims = [d if isinstance(d, int) else None for d in inputs[0].shape]
-        if len(dims) != 5:
-            raise EngineError(f"{source}: input {self.input_name!r} has shape {inputs[0].shape}, "
-                              "expected a volume batch [N, K, T, H, W]")
-        out_dims = outputs[0].shape
-        if card is not None:
-            num_classes = card.num_classes
-        elif len(out_dims) == 2 and isinstance(out_dims[1], int):
-            num_classes = out_dims[1]
-        else:
-            raise EngineError(f"{source}: cannot tell the number of classes from output shape {out_dims}")
+        self.input_name, self.output_name, dims, num_classes = volume_io(
+            source, session.get_inputs(), session.get_outputs(), card)
         self.batch_dynamic = dims[0] is None
         self.fixed_batch = dims[0]
         self.precision = props.get(META_PRECISION) or ("int8" if _has_qdq(source) else "fp32")
@@ -391,24 +399,10 @@ class OpenVinoEngine(OnnxEngine):
         props = read_onnx_metadata(source)
         card = card_from_metadata(props, source)
         session = OpenVinoSession(source, threads, precision=precision, static_shapes=False)
-        inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != 1:
-            raise EngineError(f"{source}: the model takes {len(inputs)} inputs "
-                              f"({', '.join(i.name for i in inputs)}); the action engines feed one heatmap volume")
-        dims = list(inputs[0].shape)
-        if len(dims) != 5:
-            raise EngineError(f"{source}: input {inputs[0].name!r} has shape {dims}, "
-                              "expected a volume batch [N, K, T, H, W]")
-        out_dims = outputs[0].shape
-        if card is not None:
-            num_classes = card.num_classes
-        elif len(out_dims) == 2 and isinstance(out_dims[1], int):
-            num_classes = out_dims[1]
-        else:
-            raise EngineError(f"{source}: cannot tell the number of classes from output shape {out_dims}")
+        self.input_name, self.output_name, dims, num_classes = volume_io(
+            source, session.get_inputs(), session.get_outputs(), card)
         self.session = session
         self.metadata = props
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
         self.batch_dynamic = dims[0] is None
         self.fixed_batch = dims[0]
         file_precision = props.get(META_PRECISION) or ("int8" if _has_qdq(source) else "fp32")

@@ -62,11 +62,16 @@ def machine_info() -> dict[str, Any]:
         pass
     info: dict[str, Any] = {"cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform(),
                             "python": platform.python_version()}
-    for mod in ("numpy", "onnxruntime", "openvino", "torch", "cv2"):
+    for mod in ("numpy", "onnxruntime", "torch", "cv2"):
         try:
             info[mod] = __import__(mod).__version__
         except Exception:
             pass
+    from posestream.engines.backend import openvino_module
+
+    openvino = openvino_module()  # not a plain import: that one sends OpenVINO's telemetry
+    if openvino is not None:
+        info["openvino"] = openvino.__version__
     return info
 
 
