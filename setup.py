@@ -85,7 +85,12 @@ setup(
         "train": ["torch>=2.1", "onnxscript>=0.4"],
         # playwright drives a real browser (Debian's chromium, not Playwright's own download)
         # through the dashboard in tests/test_dashboard.py; tested with 1.65.
-        "test": ["pytest>=7", "hypothesis>=6", "playwright>=1.40"],
+        "test": ["pytest>=7", "hypothesis>=6", "playwright>=1.40", "tritonclient[grpc]>=2.50"],
+        # the client of a Triton Inference Server (`--engine triton`, the model-config schema the
+        # tests parse `posestream export --triton-repo` configs with); tested with 2.73. The
+        # server itself (`posestream serve`) runs in its own Python 3.13 venv:
+        # scripts/setup_serve.sh.
+        "triton": ["tritonclient[grpc]>=2.50"],
         "tensorboard": ["tensorboard>=2.10"],
         # physics falls for `posestream synth` (train/data/ragdoll.py): MuJoCo simulates the CMU
         # humanoid of dm-control. Only dm-control's model file is used, and its own dependencies

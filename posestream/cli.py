@@ -157,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=60, help="classes of the final layer (default 60, NTU-60)")
     p.set_defaults(run=cmd_models)
 
-    p = commands.add_parser("export", help="export a checkpoint to ONNX, verified against torch in ONNX Runtime")
-    p.add_argument("checkpoint", help="a posestream checkpoint (.pth)")
+    p = commands.add_parser("export", help="export a checkpoint to ONNX, verified against torch in ONNX Runtime; "
+                            "or write a Triton model repository (--triton-repo)")
+    p.add_argument("checkpoint", nargs="?", help="a posestream checkpoint (.pth); not needed with --triton-repo")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", help="ONNX file to write (default: the checkpoint's name with .onnx)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17, default 18)")
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="with --calibration: use this split of the dataset")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load the calibration pickle with the unrestricted unpickler (trusted files only)")
+    _add_triton_repo_options(p)
     p.set_defaults(run=cmd_export)
 
     p = commands.add_parser("import-checkpoint", help="convert a PYSKL / MMAction2 PoseC3D checkpoint to ours")
@@ -570,7 +572,38 @@ def _si(count: float) -> str:
     return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.0f}K"
 
 
+def _add_triton_repo_options(p) -> None:
+    from posestream.engines.triton_models import REPO_BACKENDS
+
+    g = p.add_argument_group("Triton model repository (no torch needed)")
+    g.add_argument("--triton-repo", metavar="DIR", help="write a model repository for NVIDIA's Triton server here: "
+                   "the action model, MoveNet and the landmark model, each with a config.pbtxt")
+    g.add_argument("--model", metavar="PATH", help="with --triton-repo: the action model's ONNX file (default: the shipped one)")
+    g.add_argument("--triton-backend", choices=REPO_BACKENDS, default="onnxruntime",
+                   help="Triton backend of the configs (tensorrt: ONNX Runtime with the TensorRT accelerator, on GPU)")
+    g.add_argument("--max-batch", type=int, default=8, help="max_batch_size of models that batch (default 8)")
+    g.add_argument("--max-queue-delay-us", type=int, default=2000,
+                   help="dynamic batching: longest wait for a batch to fill, microseconds (default 2000)")
+    g.add_argument("--instances", type=int, default=1, help="model instances per model (default 1)")
+
+
+def cmd_export_triton_repo(args) -> int:
+    from posestream.engines.triton_models import default_served_models, write_model_repository
+
+    models = default_served_models(args.model)
+    configs = write_model_repository(args.triton_repo, models, backend=args.triton_backend, max_batch=args.max_batch,
+                                     max_queue_delay_us=args.max_queue_delay_us, instances=args.instances)
+    for m, config in zip(models, configs):
+        batching = f"max batch {args.max_batch}" if m.batch_dynamic else "batch 1 (graph has a fixed batch)"
+        print(f"wrote {config.parent}: {m.what} {m.name} ({args.triton_backend}, {batching})")
+    return 0
+
+
 def cmd_export(args) -> int:
+    if args.triton_repo:
+        return cmd_export_triton_repo(args)
+    if not args.checkpoint:
+        raise UsageError("give a checkpoint to export, or --triton-repo DIR")
     from posestream.train.export import export_int8, export_onnx
 
     if args.opset < 17:
