@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ENGINE_KINDS: tuple[str, ...] = ("auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "openvino")
+ENGINE_KINDS: tuple[str, ...] = ("auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "openvino", "triton")
 #: The GPU engines (posestream.engines.action_gpu); make_engine accepts ALL_ENGINE_KINDS.
 GPU_ENGINE_KINDS: tuple[str, ...] = ("torch-cuda", "tensorrt")
 ALL_ENGINE_KINDS: tuple[str, ...] = ENGINE_KINDS + GPU_ENGINE_KINDS
@@ -420,6 +420,44 @@ class OpenVinoEngine(OnnxEngine):
         return info
 
 
+class TritonEngine(OnnxEngine):
+    """A posestream ONNX file's model on a Triton server (:mod:`posestream.engines.triton`):
+    the server's name for it is the file's (``triton_model_name``), the file itself gives the
+    card, the shapes and the local fall-back (OpenVINO or ONNX Runtime) used while the server is
+    gone. ``triton``: ``{"url": "grpc://HOST:PORT", "timeout_s": ..., "retries": ..., "probe_s": ...}``.
+    Volumes go to the server as one request per batch (Triton's dynamic batcher joins the
+    requests of several clients)."""
+
+    def __init__(self, path: str | os.PathLike, triton: Mapping[str, Any], *, threads: int | None = None):
+        from posestream.engines.backend import open_session
+
+        source = os.fspath(path)
+        _require_file(source)
+        if threads is not None and (int(threads) != threads or threads < 1):
+            raise EngineError(f"threads must be a positive integer or None, got {threads!r}")
+        props = read_onnx_metadata(source)
+        card = card_from_metadata(props, source)
+        session = open_session(source, threads, "action model", backend="triton", error=EngineError, triton=triton)
+        self.input_name, self.output_name, dims, num_classes = volume_io(
+            source, session.get_inputs(), session.get_outputs(), card)
+        self.session = session
+        self.metadata = props
+        self.batch_dynamic = dims[0] is None
+        self.fixed_batch = dims[0]
+        self.precision = props.get(META_PRECISION) or ("int8" if _has_qdq(source) else "fp32")
+        ActionEngine.__init__(self, card, dims[1:], num_classes, threads, source)
+        self.name = "triton"
+        self.device = "remote"
+
+    def info(self) -> dict[str, Any]:
+        info = ActionEngine.info(self)
+        info.update(self.session.info())
+        return info
+
+    def stats(self) -> dict[str, Any]:
+        return self.session.stats()
+
+
 def precision_check(reference: ActionEngine, candidate: ActionEngine, volumes: np.ndarray) -> dict[str, Any]:
     """How far ``candidate`` (e.g. OpenVINO bf16) is from ``reference`` (fp32) on ``volumes``:
     the same figures ``posestream export --int8`` prints (max |cand - ref| / max |ref|, top-1
@@ -529,6 +567,14 @@ def make_engine(kind: str, path: str | os.PathLike, *, threads: int | None = Non
     if precision != "fp32" and kind_name not in ("openvino",):
         raise EngineError(f"precision {precision!r} is for the openvino (or GPU) engines; {kind_name} runs the "
                           "file's own precision")
+    if kind_name == "triton":
+        if not is_onnx:
+            raise EngineError(f"{source}: the triton engine needs an ONNX model (the server runs it); export the "
+                              "checkpoint first (posestream export)")
+        triton = (options or {}).get("triton")
+        if not triton or not triton.get("url"):
+            raise EngineError("the triton engine needs a server: --triton-url grpc://HOST:PORT")
+        return TritonEngine(source, triton, threads=threads)
     if kind_name == "openvino":
         if not is_onnx:
             raise EngineError(f"{source}: the openvino engine needs an ONNX model; export the checkpoint first "

@@ -50,8 +50,9 @@ from posestream.errors import first_line
 
 log = logging.getLogger(__name__)
 
-#: ``backend=`` values of :func:`open_session` (and ``--pose-backend``).
-BACKENDS: tuple[str, ...] = ("auto", "openvino", "onnx")
+#: ``backend=`` values of :func:`open_session` (and ``--pose-backend``); ``triton`` runs the
+#: network on a Triton server (:mod:`posestream.engines.triton`) with an ``auto`` local fall-back.
+BACKENDS: tuple[str, ...] = ("auto", "openvino", "onnx", "triton")
 #: What each precision is called in OpenVINO's INFERENCE_PRECISION_HINT.
 OPENVINO_PRECISIONS: dict[str, str] = {"fp32": "f32", "bf16": "bf16"}
 #: Environment variable naming the compiled-model cache folder ("off" for no cache).
@@ -333,14 +334,31 @@ def ort_session(path: str | os.PathLike, threads: int | None = 1, what: str = "m
 
 
 def open_session(path: str | os.PathLike, threads: int | None = 1, what: str = "model", backend: str = "auto",
-                 precision: str = "fp32", error=ValueError):
+                 precision: str = "fp32", error=ValueError, triton: Mapping[str, Any] | None = None):
     """A session for the ONNX file ``path`` on ``backend`` (see the module docstring): an
     :class:`OpenVinoSession`, or ONNX Runtime's (the fallback, after one notice, when OpenVINO
-    is missing or cannot compile the file). A missing file is a one-line ``error``."""
+    is missing or cannot compile the file). A missing file is a one-line ``error``.
+
+    ``backend="triton"``: a :class:`posestream.engines.triton.TritonSession` on the server
+    ``triton["url"]`` (other keys: ``model``, the name on the server, by default the file's;
+    ``timeout_s``, ``retries``, ``probe_s``), with an ``auto`` session of the file as its local
+    fall-back."""
     backend = check_backend(backend)
     p = Path(path)
     if not p.is_file():
         raise error(f"{os.fspath(path)}: no such {what} file")
+    if backend == "triton":
+        from posestream.engines.triton import TritonError, TritonSession
+        from posestream.engines.triton_models import triton_model_name
+
+        options = dict(triton or {})
+        url = options.pop("url", None)
+        name = options.pop("model", None) or triton_model_name(p)
+        local = open_session(p, threads, what, backend="auto", precision=precision, error=error)
+        try:
+            return TritonSession(url, name, local, what=what, **options)
+        except TritonError as exc:
+            raise error(str(exc)) from None
     if backend in ("auto", "openvino") and openvino_module() is not None:
         try:
             return OpenVinoSession(p, threads, precision=precision)
@@ -353,13 +371,15 @@ def open_session(path: str | os.PathLike, threads: int | None = 1, what: str = "
 
 
 def session_backend(session: Any) -> str:
-    """``"openvino"`` or ``"onnxruntime"``: what runs ``session``."""
-    return "openvino" if isinstance(session, OpenVinoSession) else "onnxruntime"
+    """``"openvino"``, ``"onnxruntime"`` or ``"triton"``: what runs ``session``."""
+    if isinstance(session, OpenVinoSession):
+        return "openvino"
+    return "triton" if getattr(session, "backend", None) == "triton" else "onnxruntime"
 
 
 def session_info(session: Any) -> dict[str, Any]:
     """The backend of ``session`` and its settings, for engine info and benchmark reports."""
-    if isinstance(session, OpenVinoSession):
+    if isinstance(session, OpenVinoSession) or getattr(session, "backend", None) == "triton":
         return session.info()
     import onnxruntime
 

@@ -437,14 +437,16 @@ def ort_session(path: str | os.PathLike, threads: int = 1, what: str = "model"):
     return pose_session(path, threads, what, backend="onnx")
 
 
-def pose_session(path: str | os.PathLike, threads: int = 1, what: str = "model", backend: str = "auto"):
-    """A session for a pose network on ``backend`` (``auto``, ``openvino``, ``onnx``): OpenVINO,
-    or ONNX Runtime's as the fallback (see :func:`posestream.engines.backend.open_session`);
-    either has ONNX Runtime's ``run(output_names, feeds)``."""
+def pose_session(path: str | os.PathLike, threads: int = 1, what: str = "model", backend: str = "auto",
+                 triton: dict[str, Any] | None = None):
+    """A session for a pose network on ``backend`` (``auto``, ``openvino``, ``onnx``, ``triton``
+    with ``triton={"url": ...}``): OpenVINO, or ONNX Runtime's as the fallback (see
+    :func:`posestream.engines.backend.open_session`); each has ONNX Runtime's
+    ``run(output_names, feeds)``."""
     from posestream.engines.backend import BackendError, open_session
 
     try:
-        return open_session(path, threads, what, backend=backend, error=PoseError)
+        return open_session(path, threads, what, backend=backend, error=PoseError, triton=triton)
     except BackendError as exc:
         raise PoseError(str(exc)) from None
 
@@ -543,10 +545,10 @@ class MoveNetDetector:
 
     def __init__(self, path: str | os.PathLike | None = None, input_size: int | Sequence[int] = 384,
                  threads: int = 1, score_threshold: float = 0.2, dedup_oks: float = 0.5,
-                 dedup_iou: float = 0.8, backend: str = "auto") -> None:
+                 dedup_iou: float = 0.8, backend: str = "auto", triton: dict[str, Any] | None = None) -> None:
         movenet_input_shape(480, 640, input_size)  # validates
         self.path = Path(path) if path is not None else shipped_model(MOVENET_FILE)
-        self.session = pose_session(self.path, threads, "MoveNet model", backend)
+        self.session = pose_session(self.path, threads, "MoveNet model", backend, triton)
         self.input_name = self.session.get_inputs()[0].name
         self.input_size = input_size
         self.score_threshold = float(score_threshold)
@@ -626,7 +628,8 @@ class BlazePoseLandmarks:
     """
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int = 1, crop_scale: float = 1.25,
-                 rotate: bool = True, refine: bool = True, backend: str = "auto", max_batch: int = 1) -> None:
+                 rotate: bool = True, refine: bool = True, backend: str = "auto", max_batch: int = 1,
+                 triton: dict[str, Any] | None = None) -> None:
         self.path = Path(path) if path is not None else shipped_model(LANDMARK_FILE)
         load_path = self.path
         if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
@@ -638,7 +641,11 @@ class BlazePoseLandmarks:
                 self.max_batch = int(max_batch)
             except (PoseError, OSError, ValueError) as exc:
                 log.warning("%s: no dynamic-batch copy (%s); running one crop per call", self.path, first_line(exc))
-        self.session = pose_session(load_path, threads, "BlazePose landmark model", backend)
+        if triton is not None:  # the server knows the model by the shipped file's name, not the copy's
+            from posestream.engines.triton_models import triton_model_name
+
+            triton = {"model": triton_model_name(self.path), **triton}
+        self.session = pose_session(load_path, threads, "BlazePose landmark model", backend, triton)
         self.load_path = load_path
         self.input_name = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
@@ -752,7 +759,8 @@ class MoveNetBlazePose(PoseEstimator):
     threads: intra-op threads of each network (OpenVINO's INFERENCE_NUM_THREADS, ONNX Runtime's
         intra_op_num_threads).
     backend: where both networks run: ``auto`` (OpenVINO when installed, else ONNX Runtime),
-        ``openvino`` or ``onnx`` (see :mod:`posestream.engines.backend`).
+        ``openvino``, ``onnx`` (see :mod:`posestream.engines.backend`) or ``triton`` (on the
+        Triton server ``triton={"url": "grpc://HOST:PORT", ...}``, :mod:`posestream.engines.triton`).
     detection_threshold: a MoveNet person score from which a person is kept whatever the
         landmark model says (small, distant people seen from above score ~0.15-0.5).
     candidate_threshold, confirm_presence: a weaker MoveNet detection (score in
@@ -787,7 +795,7 @@ class MoveNetBlazePose(PoseEstimator):
                  refine_heatmap: bool = True, use_landmarks: bool = True, max_people: int | None = None,
                  dedup_oks: float = 0.5, dedup_iou: float = 0.8, movenet_path: str | os.PathLike | None = None,
                  landmark_path: str | os.PathLike | None = None, backend: str = "auto", landmark_batch: int = 1,
-                 search_widen: float = 1.5) -> None:
+                 search_widen: float = 1.5, triton: dict[str, Any] | None = None) -> None:
         super().__init__()
         if not 0 <= candidate_threshold <= detection_threshold:
             raise PoseError(f"need 0 <= candidate_threshold ({candidate_threshold}) <= detection_threshold "
@@ -795,9 +803,10 @@ class MoveNetBlazePose(PoseEstimator):
         floor = candidate_threshold if use_landmarks else detection_threshold
         self.detector = MoveNetDetector(movenet_path, input_size=input_size, threads=threads,
                                         score_threshold=floor, dedup_oks=dedup_oks, dedup_iou=dedup_iou,
-                                        backend=backend)
+                                        backend=backend, triton=triton)
         self.landmarks = (BlazePoseLandmarks(landmark_path, threads=threads, crop_scale=crop_scale, rotate=rotate,
-                                             refine=refine_heatmap, backend=backend, max_batch=landmark_batch)
+                                             refine=refine_heatmap, backend=backend, max_batch=landmark_batch,
+                                             triton=triton)
                           if use_landmarks else None)
         self.detection_threshold = float(detection_threshold)
         self.confirm_presence = float(confirm_presence)
@@ -993,16 +1002,22 @@ class MoveNetBlazePose(PoseEstimator):
                 "confirm_presence": self.confirm_presence,
                 "landmark_presence_threshold": self.landmark_presence_threshold,
                 "models": [str(self.detector.path)] + ([str(self.landmarks.path)] if self.landmarks else []),
-                "backends": self.backends()}
+                "backends": self.backends(), **({"triton": self.triton_stats()} if self.triton_stats() else {})}
 
     def backends(self) -> dict[str, str]:
-        """What runs each network: ``"openvino"`` or ``"onnxruntime"``."""
+        """What runs each network: ``"openvino"``, ``"onnxruntime"`` or ``"triton"``."""
         from posestream.engines.backend import session_backend
 
         out = {"detector": session_backend(self.detector.session)}
         if self.landmarks is not None:
             out["landmarks"] = session_backend(self.landmarks.session)
         return out
+
+    def triton_stats(self) -> dict[str, dict[str, Any]]:
+        """Each network on a Triton server: its calls there and locally, retries, fall-backs."""
+        sessions = {"detector": self.detector.session,
+                    "landmarks": self.landmarks.session if self.landmarks is not None else None}
+        return {k: s.stats() for k, s in sessions.items() if getattr(s, "backend", None) == "triton"}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -174,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_triton_repo_options(p)
     p.set_defaults(run=cmd_export)
 
+    p = commands.add_parser("serve", help="serve the action model and the pose networks on Triton Inference Server "
+                            "(in the Python 3.13 env of scripts/setup_serve.sh)")
+    _add_serve_options(p)
+    p.set_defaults(run=cmd_serve)
+
     p = commands.add_parser("import-checkpoint", help="convert a PYSKL / MMAction2 PoseC3D checkpoint to ours")
     p.add_argument("src", help="the PYSKL or MMAction2 checkpoint (.pth)")
     p.add_argument("--arch", required=True, help="our model name (see `posestream models`), e.g. slowonly")
@@ -227,8 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="action model: a posestream checkpoint or ONNX file (default: the shipped one)")
     p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine")
-    p.add_argument("--pose-backend", choices=["auto", "openvino", "onnx"],
-                   help="where the pose networks run (default auto: OpenVINO when installed, else ONNX Runtime)")
+    _add_backend_options(p)
     p.add_argument("--engine-precision", choices=["fp32", "bf16"],
                    help="with --engine openvino: bf16 (AMX) prints its accuracy check against fp32 (default fp32)")
     p.add_argument("--show", action="store_true", help="also show a live window (needs an OpenCV build with GUI)")
@@ -247,8 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="action model (default: the shipped one)")
     p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine")
-    p.add_argument("--pose-backend", choices=["auto", "openvino", "onnx"],
-                   help="where the pose networks run (default auto: OpenVINO when installed, else ONNX Runtime)")
+    _add_backend_options(p)
     p.add_argument("--engine-precision", choices=["fp32", "bf16"],
                    help="with --engine openvino: bf16 (AMX) prints its accuracy check against fp32 (default fp32)")
     p.add_argument("--pace", choices=PACES, default="realtime",
@@ -333,8 +336,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ALL_ENGINE_KINDS,
                    help="action engine (default auto; the GPU kinds fall back to the CPU with a notice)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where the action engine runs (default cpu)")
-    p.add_argument("--pose-backend", choices=["auto", "openvino", "onnx"],
-                   help="where the pose networks run (default auto: OpenVINO when installed, else ONNX Runtime)")
+    _add_backend_options(p)
     p.add_argument("--engine-precision", choices=["fp32", "bf16"],
                    help="with --engine openvino: bf16 (AMX) prints its accuracy check against fp32 (default fp32)")
     p.add_argument("--pose", choices=list(POSE_PRESETS), help="pose front end preset")
@@ -367,6 +369,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "as processed")
     p.add_argument("--loop", action="store_true", default=None, help="loop video files and image folders")
     p.add_argument("--max-frames", type=int, help="stop each source after this many frames")
+
+
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    from posestream.engines.backend import BACKENDS
+
+    p.add_argument("--pose-backend", choices=BACKENDS,
+                   help="where the pose networks run (default auto: OpenVINO when installed, else ONNX Runtime; "
+                        "triton: on the --triton-url server)")
+    p.add_argument("--triton-url", metavar="grpc://HOST:PORT",
+                   help="the Triton server (posestream serve) of --engine triton and --pose-backend triton")
+    p.add_argument("--triton-timeout", dest="triton_timeout_s", type=float, metavar="S",
+                   help="seconds a Triton call may take before it is retried and then run locally (default 2)")
 
 
 def _add_volume_options(p: argparse.ArgumentParser, limbs_help: str | None = None) -> None:
@@ -621,6 +635,35 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _add_serve_options(p) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address the HTTP, gRPC and metrics endpoints listen on (default 127.0.0.1, loopback only; "
+                        "0.0.0.0 for every interface)")
+    p.add_argument("--http-port", type=int, default=8000, help="HTTP endpoint, health at /v2/health/ready (default 8000)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC endpoint the clients use (default 8001)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Triton's Prometheus metrics at /metrics (default 8002)")
+    p.add_argument("--model", metavar="PATH", help="the action model's ONNX file (default: the shipped one)")
+    p.add_argument("--backend", choices=["auto", "openvino", "onnx"], default="auto",
+                   help="where the served networks run (default auto: OpenVINO when installed, else ONNX Runtime)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of each network (default 1)")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch Triton forms (default 8)")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000,
+                   help="dynamic batching: longest a request waits for others to join its batch, microseconds (default 2000)")
+
+
+def cmd_serve(args) -> int:
+    from posestream.engines.triton_models import default_served_models
+    from posestream.engines.triton_server import ServeError, serve
+
+    try:
+        models = default_served_models(args.model)
+        return serve(models, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                     metrics_port=args.metrics_port, max_batch=args.max_batch,
+                     max_queue_delay_us=args.max_queue_delay_us, threads=args.threads, backend=args.backend)
+    except ServeError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_import_checkpoint(args) -> int:
     from posestream.train.import_checkpoint import import_checkpoint
 
@@ -703,7 +746,8 @@ def _run_config(args, **overrides):
 
     config = load_run_config(getattr(args, "config", None))
     options = {k: getattr(args, k, None) for k in ("model", "engine", "device", "pose", "pose_backend",
-                                                   "engine_precision", "mode", "video_out",
+                                                   "triton_url", "triton_timeout_s", "engine_precision", "mode",
+                                                   "video_out",
                                                    "events_out", "webhook", "mqtt", "mqtt_discovery", "http",
                                                    "token", "show", "pace", "loop", "max_frames", "evidence",
                                                    "evidence_pre_s", "evidence_post_s", "retention_days",
@@ -718,6 +762,10 @@ def _print_run_summary(status: dict, out=sys.stderr) -> None:
               f"(the pipeline was busy), {src.get('reconnects', 0)} reconnects, "
               f"{s['windows_submitted']} windows, health {src.get('health')}"
               + (f", last error: {s['last_error']}" if s.get("last_error") else ""), file=out)
+    for network, counts in status.get("triton", {}).items():
+        print(f"triton {network}: {counts.get('remote_calls', 0)} calls on the server, {counts.get('local_calls', 0)} "
+              f"local, {counts.get('retries', 0)} retries, {counts.get('fallbacks', 0)} fall-backs to the local "
+              f"engine, {counts.get('returns', 0)} returns to the server", file=out)
     for stream, tracks in status.get("labels", {}).items():
         for key, counts in tracks.items():
             top = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
@@ -781,6 +829,7 @@ def cmd_demo(args) -> int:
 
     config = RunConfig().replace(video_out=args.out, events_out="-", model=args.model, engine=args.engine,
                                  pose_backend=args.pose_backend, engine_precision=args.engine_precision,
+                                 triton_url=args.triton_url, triton_timeout_s=args.triton_timeout_s,
                                  show=args.show or None, http=args.http,
                                  pace="realtime" if live else "fast",
                                  max_frames=None if live or not args.max_frames else args.max_frames)
@@ -804,7 +853,7 @@ def cmd_bench(args) -> int:
         raise UsageError("--frames must be >= 1")
     config = load_run_config(args.config).replace(**PRESET_SETTINGS[args.preset]).replace(
         model=args.model, engine=args.engine, pose_backend=args.pose_backend, engine_precision=args.engine_precision,
-        detect_every=args.detect_every, landmark_batch=args.landmark_batch, pose_threads=args.pose_threads,
+        triton_url=args.triton_url, triton_timeout_s=args.triton_timeout_s, detect_every=args.detect_every, landmark_batch=args.landmark_batch, pose_threads=args.pose_threads,
         engine_threads=args.engine_threads)
     report = run_bench(str(video), args.streams, args.frames, config, json_out=args.json,
                        extra={"preset": args.preset}, pace=args.pace)

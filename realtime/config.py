@@ -45,7 +45,10 @@ class RunConfig:
     #: threads of each pose network (OpenVINO or ONNX Runtime). 2, by measurement (README,
     #: "Detection schedule"): with the detector idle on most frames the landmark model has the second core
     pose_threads: int = 2
-    pose_backend: str = "auto"     #: where the pose networks run: auto (OpenVINO if installed), openvino, onnx
+    pose_backend: str = "auto"     #: where the pose networks run: auto (OpenVINO if installed), openvino, onnx, triton
+    #: the Triton server (grpc://HOST:PORT) of engine "triton" and pose_backend "triton"
+    triton_url: str | None = None
+    triton_timeout_s: float = 2.0  #: a Triton call slower than this is retried, then run locally
     max_people: int | None = None  #: landmarks for at most this many people a frame (None: all)
     #: the person detector runs at least every this many processed frames; between, people are
     #: tracked by their landmarks (front ends that can: posestream.realtime.perception). 1: always
@@ -69,7 +72,7 @@ class RunConfig:
     scene_persons: int = 2         #: persons per scene window (NTU's 2)
     # action model
     model: str | None = None       #: checkpoint or ONNX file; None: the shipped default
-    engine: str = "auto"           #: auto, torch, torch-cl3d, onnx, onnx-int8, openvino, torch-cuda, tensorrt
+    engine: str = "auto"           #: auto, torch, torch-cl3d, onnx, onnx-int8, openvino, triton, torch-cuda, tensorrt
     #: "bf16": the openvino engine in bf16 (AMX), built only with its accuracy check printed
     engine_precision: str = "fp32"
     device: str = "cpu"            #: "cuda": the action engine on the GPU (auto -> torch-cuda)
@@ -115,8 +118,20 @@ class RunConfig:
             raise ValueError(f"mode must be 'track' or 'scene', got {self.mode!r}")
         if self.pace not in PACES:
             raise ValueError(f"pace must be 'realtime' or 'fast', got {self.pace!r}")
-        if self.pose_backend not in ("auto", "openvino", "onnx"):
-            raise ValueError(f"pose_backend must be auto, openvino or onnx, got {self.pose_backend!r}")
+        if self.pose_backend not in ("auto", "openvino", "onnx", "triton"):
+            raise ValueError(f"pose_backend must be auto, openvino, onnx or triton, got {self.pose_backend!r}")
+        if (self.engine == "triton" or self.pose_backend == "triton") and not self.triton_url:
+            raise ValueError("engine or pose_backend triton needs triton_url (--triton-url grpc://HOST:PORT)")
+        if self.triton_url:
+            from posestream.engines.triton import TritonError, parse_triton_url
+
+            try:
+                parse_triton_url(self.triton_url)
+            except TritonError as exc:
+                raise ValueError(str(exc)) from None
+        if isinstance(self.triton_timeout_s, bool) or not isinstance(self.triton_timeout_s, (int, float)) \
+                or not self.triton_timeout_s > 0:
+            raise ValueError(f"triton_timeout_s must be > 0, got {self.triton_timeout_s!r}")
         if self.engine_precision not in ("fp32", "bf16"):
             raise ValueError(f"engine_precision must be fp32 or bf16, got {self.engine_precision!r}")
         if self.engine_precision != "fp32" and self.engine != "openvino":

@@ -900,6 +900,7 @@ class Runtime:
     def status(self) -> dict[str, Any]:
         return {"uptime_s": None if self.t_start is None else round(time.monotonic() - self.t_start, 1),
                 "engine": self.engine.info(), "pose": _pose_info(self.workers), "batcher": self.batcher.stats(),
+                **({"triton": triton} if (triton := _triton_stats(self.engine, self.workers)) else {}),
                 "streams": [w.status() for w in self.workers],
                 "sinks": {name: sink.stats() for name, sink in self.sinks.items()},
                 "health": "ok" if all(w.health == "ok" for w in self.workers) else "degraded",
@@ -931,6 +932,25 @@ def _pose_info(workers: Sequence[Any]) -> dict[str, Any] | None:
     return info() if callable(info) else None
 
 
+def _triton_stats(engine: Any, workers: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """The networks on a Triton server (posestream.engines.triton): per network, its calls on
+    the server and locally, retries, fall-backs and returns, summed over the streams."""
+    out: dict[str, dict[str, Any]] = {}
+    stats = getattr(engine, "stats", None)
+    if getattr(engine, "name", None) == "triton" and callable(stats):
+        out["action"] = {k: v for k, v in stats().items() if k != "last_error"}
+    for worker in workers:
+        per_network = getattr(getattr(worker, "estimator", None), "triton_stats", None)
+        for network, counts in (per_network() if callable(per_network) else {}).items():
+            total = out.setdefault(network, {"on_server": True})
+            for key, value in counts.items():
+                if key == "on_server":
+                    total["on_server"] = total["on_server"] and bool(value)
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    total[key] = total.get(key, 0) + value
+    return out
+
+
 def default_estimator(config: RunConfig):
     from posestream.engines.pose import make_pose_estimator
 
@@ -941,6 +961,8 @@ def default_estimator(config: RunConfig):
         kwargs["max_people"] = config.max_people
     if config.pose in PRESETS:  # the MoveNet + BlazePose front ends
         kwargs["backend"] = config.pose_backend
+        if config.pose_backend == "triton":
+            kwargs["triton"] = {"url": config.triton_url, "timeout_s": config.triton_timeout_s}
     if config.landmark_batch != 1:  # only the MoveNet + BlazePose presets batch their landmarks
         kwargs["landmark_batch"] = config.landmark_batch
     return make_pose_estimator(config.pose, **kwargs)
@@ -960,6 +982,8 @@ def load_action_engine(config: RunConfig) -> ActionEngine:
     options: dict[str, Any] | None = None
     if kind in ("torch-cuda", "tensorrt"):
         options = {"max_batch": max(32, config.max_batch)}
+    elif kind == "triton":
+        options = {"triton": {"url": config.triton_url, "timeout_s": config.triton_timeout_s}}
     elif config.engine_precision != "fp32":
         options = {"precision": config.engine_precision}
     return make_engine(kind, path, threads=config.engine_threads, device=device, options=options)

@@ -131,7 +131,7 @@ def test_quantizer_refuses_bad_input_and_writes_nothing(models, tmp_path):
 
 
 def test_make_engine_by_name(models, restore_torch_threads):
-    assert ENGINE_KINDS == ("auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "openvino")
+    assert ENGINE_KINDS == ("auto", "torch", "torch-cl3d", "onnx", "onnx-int8", "openvino", "triton")
     from posestream.engines.action import OpenVinoEngine
     from posestream.engines.backend import openvino_available
 
