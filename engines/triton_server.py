@@ -255,6 +255,8 @@ def serve(models: Sequence[ServedModel], *, host: str = "127.0.0.1", http_port: 
             raise ServeError(f"Triton did not start on {host} ({first_line(exc)}); its log: "
                              f"{_last_error(logs / 'triton.log')}") from None
         _wait_ready(host, http_port, stop)
+        if stop.is_set():  # a signal during start-up
+            return 0
         names = ", ".join(m.name for m in models)
         line = (f"serving {names} on grpc://{host}:{grpc_port} (http {http_port}, metrics {metrics_port})")
         (ready or (lambda text: print(text, flush=True)))(line)

@@ -186,8 +186,15 @@ def concurrently(client, model, feeds: dict[str, np.ndarray], n: int) -> tuple[l
     for t in threads:
         t.join(60)
     assert not errors and len(results) == n, errors
-    after = batch_sizes(client, model.name)
-    return results, {size: after.get(size, 0) - before.get(size, 0) for size in after}
+    # Triton records a batch's statistics as it releases the requests, which can be a moment
+    # after the responses arrived
+    deadline = time.monotonic() + 10
+    while True:
+        after = batch_sizes(client, model.name)
+        batches = {size: after.get(size, 0) - before.get(size, 0) for size in after}
+        if sum(size * count for size, count in batches.items()) >= n or time.monotonic() > deadline:
+            return results, batches
+        time.sleep(0.05)
 
 
 def test_concurrent_requests_form_batches(client):
