@@ -129,6 +129,16 @@ def local(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([item[j] for item in items]) for j, name in enumerate(names)}
 
 
+def test_readme_serve_command_is_what_this_starts():
+    import re
+
+    block = re.search(r"<!-- serve-command -->\n```bash\n(.*?)\n```\n<!-- /serve-command -->",
+                      (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    assert block, "README.md has no serve-command block"
+    assert block.group(1) == f"sh scripts/setup_serve.sh && {SERVE.relative_to(ROOT)} serve"
+    assert (ROOT / "scripts" / "setup_serve.sh").is_file()
+
+
 def test_ready_line_health_and_served_names(server, client):
     assert server.lines[0] == (f"serving x3d_s_synthetic, movenet_multipose_lightning, pose_landmark_full on "
                                f"grpc://127.0.0.1:{server.grpc} (http {server.http}, metrics {server.metrics})")
