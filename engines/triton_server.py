@@ -57,6 +57,9 @@ def check_ports(host: str, ports: dict[str, int]) -> None:
         raise ServeError(f"--http-port, --grpc-port and --metrics-port must differ, got {sorted(ports.values())}")
     for option, port in ports.items():
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            # as Triton's listeners do: a port left in TIME_WAIT by a killed server is free
+            # (a restart right after a crash), one that something listens on is not
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError as exc:
