@@ -39,8 +39,8 @@ Actions (:data:`ACTIONS`; ``variant`` names in :data:`VARIANTS`)
 ``walking``       gait cycle (hip/knee/arm phase relations, cadence 0.7-1.2 Hz, speed
                   0.5-1.7 m/s from the subject) on a straight or curved path, starting,
                   stopping or turning around within the clip.
-``running``       the gait with running kinematics (cadence 1.3-1.6 Hz, 2-4.5 m/s or a slow jog at
-                  a walk's 1.0-1.9 m/s, flexed elbows, forward lean, flight phases).
+``running``       the gait with running kinematics (cadence 1.3-1.6 Hz, 2-4.5 m/s, flexed
+                  elbows, forward lean, flight phases).
 ``sitting_down``  standing -> seated in 0.9-2.0 s: forward lean, hip/knee flexion, arms
                   reaching back for the seat or not, optional turn first; chair height varies.
 ``standing_up``   seated -> standing in 0.9-2.2 s: lean forward, push on thighs/armrests or
@@ -641,17 +641,6 @@ def _steps(m: Motion, t: np.ndarray, t0: float, dur: float, rng: np.random.Gener
         m.add(f"knee_{side}", 0.5 * b)
 
 
-# Travel speed alone must not tell running from walking: stage 5 read real pedestrians crossing
-# vtest.avi sideways at 0.7-1.2 heights/s as running (the running share of a track rose with its
-# speed, +0.62, not with its cadence, +0.10), because every generated runner travelled at
-# >= 2 m/s (>= 1.2 heights/s) and no walker did. So a share of the runs are slow jogs at a brisk
-# walk's speed (1.0-1.9 m/s, 0.6-1.1 heights/s for adults; the generator's walkers: 0.95 m/s
-# median, 1.45 at the 90th percentile), still at running's cadence (>= 1.3 strides a second, so
-# short strides), arms and flight phases: the gait, not the travel, says which it is.
-SLOW_JOG_SHARE = 0.35
-SLOW_JOG_SPEED = (1.0, 1.9)
-
-
 def _gait(t: np.ndarray, s: Subject, rng: np.random.Generator, *, run: bool, yaw0: float,
           anchor0=(0.0, 0.0), profile=None, turn=None, arms: str = "arms_down") -> tuple[Motion, float]:
     """Walking or running. ``profile [T]`` in [0, 1] scales speed, phase rate and amplitude
@@ -659,12 +648,9 @@ def _gait(t: np.ndarray, s: Subject, rng: np.random.Generator, *, run: bool, yaw
     st, body = s.style, s.body
     dt = float(t[1] - t[0]) if len(t) > 1 else 0.04
     prof = np.ones_like(t) if profile is None else np.asarray(profile, dtype=np.float64)
-    if run:  # quicker steps than any walk: >= 1.3 strides (2.6 steps) a second
+    if run:  # clearly faster than any walk: >= 1.3 strides (2.6 steps) a second, >= 2 m/s
         freq = max(st.cadence * rng.uniform(1.35, 1.6), rng.uniform(1.3, 1.45))
-        if rng.random() < SLOW_JOG_SHARE:  # a slow jog: travel no faster than a brisk walk's
-            speed = float(rng.uniform(*SLOW_JOG_SPEED))
-        else:
-            speed = float(np.clip(rng.uniform(2.3, 4.2) * math.sqrt(max(st.walk_speed, 0.8) / 1.25), 2.0, 5.0))
+        speed = float(np.clip(rng.uniform(2.3, 4.2) * math.sqrt(max(st.walk_speed, 0.8) / 1.25), 2.0, 5.0))
     else:
         freq = st.cadence * rng.uniform(0.93, 1.07)
         speed = st.walk_speed * rng.uniform(0.85, 1.15)
