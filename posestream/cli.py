@@ -369,6 +369,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "as processed")
     p.add_argument("--loop", action="store_true", default=None, help="loop video files and image folders")
     p.add_argument("--max-frames", type=int, help="stop each source after this many frames")
+    p.add_argument("--landmark-batch", type=int, metavar="N",
+                   help="at most N people per landmark-model call (default 1; 6: all people of a frame at once, "
+                        "one round trip a frame with --pose-backend triton)")
 
 
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
@@ -751,7 +754,7 @@ def _run_config(args, **overrides):
                                                    "events_out", "webhook", "mqtt", "mqtt_discovery", "http",
                                                    "token", "show", "pace", "loop", "max_frames", "evidence",
                                                    "evidence_pre_s", "evidence_post_s", "retention_days",
-                                                   "retention_gb", "labels_out")}
+                                                   "retention_gb", "labels_out", "landmark_batch")}
     return config.replace(**options).replace(**overrides)
 
 

@@ -103,7 +103,9 @@ def server():
         if REQUIRE:
             pytest.fail(f"{SERVE_PYTHON} missing: run sh scripts/setup_serve.sh")
         pytest.skip(f"{SERVE_PYTHON} missing (sh scripts/setup_serve.sh makes the server environment)")
-    s = Server().start()
+    # a batching delay of 20 ms (2 by default): the two runs' requests meet in the queue often
+    # enough for the batch test on a slow, shared CI machine
+    s = Server("--max-queue-delay-us", "20000").start()
     yield s
     s.stop()
 
