@@ -22,6 +22,13 @@ The names the runtime uses (all prefixed ``posestream_``):
 ``posestream_mqtt_reconnects_total``       counter, ``sink``
 ``posestream_mqtt_connect_failures_total`` counter, ``sink``
 ``posestream_mqtt_connected``              gauge, ``sink``: 1 while connected
+``posestream_triton_calls_total``          counter, ``network``, ``where`` (server, local): calls
+                                           of a network on a Triton server (posestream.engines
+                                           .triton) and on the local fall-back
+``posestream_triton_retries_total``        counter, ``network``
+``posestream_triton_fallbacks_total``      counter, ``network``: times it went local
+``posestream_triton_returns_total``        counter, ``network``: times it went back to the server
+``posestream_triton_on_server``            gauge, ``network``: 1 while on the server
 =========================================  ===================================================
 
 :class:`LatencyStats` keeps two things: Prometheus-style bucket counts over every observation
@@ -233,6 +240,23 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._families: dict[str, _Family] = {}  # insertion order = exposition order
+        self._refreshers: list = []
+
+    def add_refresher(self, fn) -> None:
+        """Call ``fn(self)`` before every exposition (:meth:`render_prometheus`, :meth:`snapshot`):
+        for figures another object counts itself (a Triton session's calls), brought into the
+        registry when they are read instead of on every call."""
+        with self._lock:
+            self._refreshers.append(fn)
+
+    def _refresh(self) -> None:
+        with self._lock:
+            refreshers = list(self._refreshers)
+        for fn in refreshers:
+            try:
+                fn(self)
+            except Exception:  # a scrape must not fail because one source of figures did
+                log.exception("metrics refresher %r failed", fn)
 
     def counter(self, name: str, help: str = "", **labels) -> Counter:
         return self._get(Counter, name, help, labels)
@@ -273,6 +297,7 @@ class Metrics:
 
     def render_prometheus(self) -> str:
         """Everything, in the Prometheus text exposition format 0.0.4."""
+        self._refresh()
         lines: list[str] = []
         for family, series in self._families_copy():
             if family.help:
@@ -294,6 +319,7 @@ class Metrics:
         """``{"counters": {series: value}, "gauges": {series: value}, "latency": {series:
         summary}}`` where ``series`` is written as Prometheus does,
         ``name{label="value",...}`` (just ``name`` without labels)."""
+        self._refresh()
         out: dict[str, dict] = {"counters": {}, "gauges": {}, "latency": {}}
         section = {"counter": "counters", "gauge": "gauges", "histogram": "latency"}
         for family, series in self._families_copy():

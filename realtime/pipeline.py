@@ -550,6 +550,8 @@ class Runtime:
         self.sources = list(sources)
         self.batcher = ActionBatcher(self.engine, max_batch=self.config.max_batch,
                                      max_wait_s=self.config.max_wait_s, metrics=self.metrics)
+        self.workers: list[Any] = []
+        self.metrics.add_refresher(self._triton_metrics)
         self.labels = LabelBoard()
         self.results: "queue.Queue[WindowResult]" = queue.Queue(maxsize=RESULTS_QUEUE_SIZE)
         self.on_event = list(on_event)
@@ -896,6 +898,23 @@ class Runtime:
         """Per stream, how many classified windows left each displayed (smoothed, calibrated)
         label on their track; ``"none"`` counts the windows after which it showed none."""
         return {stream: dict(counts) for stream, counts in sorted(self._shown_counts.items())}
+
+    def _triton_metrics(self, metrics: Metrics) -> None:
+        """The Triton sessions' counts (posestream.engines.triton) into ``metrics``, at scrape time."""
+        for network, counts in _triton_stats(self.engine, list(self.workers)).items():
+            for name, help_text, key, labels in (
+                    ("posestream_triton_calls_total", "calls of a network, on the Triton server or local",
+                     "remote_calls", {"where": "server"}),
+                    ("posestream_triton_calls_total", "", "local_calls", {"where": "local"}),
+                    ("posestream_triton_retries_total", "Triton calls retried", "retries", {}),
+                    ("posestream_triton_fallbacks_total", "times a network went to its local engine",
+                     "fallbacks", {}),
+                    ("posestream_triton_returns_total", "times a network went back to the Triton server",
+                     "returns", {})):
+                counter = metrics.counter(name, help_text, network=network, **labels)
+                counter.inc(max(0, int(counts.get(key, 0)) - counter.value))  # the sessions count up only
+            metrics.gauge("posestream_triton_on_server", "1 while the network runs on the Triton server",
+                          network=network).set(1.0 if counts.get("on_server") else 0.0)
 
     def status(self) -> dict[str, Any]:
         return {"uptime_s": None if self.t_start is None else round(time.monotonic() - self.t_start, 1),

@@ -167,6 +167,21 @@ def _summary(stderr: str) -> dict[str, dict[str, int]]:
     return out
 
 
+def _metric(port: int, series: str) -> float | None:
+    """One series' value from a run's Prometheus /metrics (None when absent or unreachable)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return None
+
+
 def _requests(stats: dict, model: str) -> int:
     # Triton's statistics as JSON: protobuf leaves out zero counts and writes int64 as strings
     return int(stats.get(model, {}).get("inference_stats", {}).get("success", {}).get("count", 0))
@@ -217,12 +232,20 @@ def test_server_killed_mid_run_both_runs_go_on_and_come_back(tmp_path):
 
     try:
         # the video's own pace (10 fps, 40 s): the runs go on while the server dies and returns
-        runs = [_run(srv.url, tmp_path / f"r{i}.jsonl", "--max-frames", "400") for i in range(2)]
+        http = free_port()  # the first run's /metrics: what an operator's Prometheus sees
+        runs = [_run(srv.url, tmp_path / f"r{i}.jsonl", "--max-frames", "400",
+                     *(("--http", f"127.0.0.1:{http}") if i == 0 else ())) for i in range(2)]
         assert wait_until(lambda: classified() >= 6, 120, 0.5), "the runs never reached the server"
+        assert _metric(http, 'posestream_triton_on_server{network="action"}') == 1.0
         srv.kill()
         time.sleep(5)
         assert all(r.poll() is None for r in runs), "a run ended when the server died"
+        assert _metric(http, 'posestream_triton_on_server{network="landmarks"}') == 0.0
+        assert _metric(http, 'posestream_triton_fallbacks_total{network="landmarks"}') == 1.0
+        assert _metric(http, 'posestream_triton_calls_total{network="landmarks",where="local"}') > 0
         srv.start()  # the same ports: what the runs know
+        assert wait_until(lambda: _metric(http, 'posestream_triton_returns_total{network="landmarks"}') == 1.0,
+                          30, 0.5)
         errs = [r.communicate(timeout=300)[1] for r in runs]
         assert classified() > 0  # the restarted server classified again
     finally:
