@@ -373,6 +373,20 @@ class OnnxEngine(ActionEngine):
         info["backend"] = "onnxruntime"
         return info
 
+    def _adopt(self, source: str, session: Any, threads: int | None) -> str:
+        """Run the posestream ONNX file ``source`` through ``session`` (ONNX Runtime's shape):
+        its card, input and output names, shapes and batch; returns the file's precision."""
+        props = read_onnx_metadata(source)
+        card = card_from_metadata(props, source)
+        self.input_name, self.output_name, dims, num_classes = volume_io(
+            source, session.get_inputs(), session.get_outputs(), card)
+        self.session = session
+        self.metadata = props
+        self.batch_dynamic = dims[0] is None
+        self.fixed_batch = dims[0]
+        ActionEngine.__init__(self, card, dims[1:], num_classes, threads, source)
+        return props.get(META_PRECISION) or ("int8" if _has_qdq(source) else "fp32")
+
 
 class OpenVinoEngine(OnnxEngine):
     """OpenVINO on a posestream ONNX file, on the CPU (see :mod:`posestream.engines.backend`
@@ -396,19 +410,10 @@ class OpenVinoEngine(OnnxEngine):
             raise EngineError(f"threads must be a positive integer or None, got {threads!r}")
         if precision not in ("fp32", "bf16"):
             raise EngineError(f"the openvino engine runs fp32 or bf16, got precision {precision!r}")
-        props = read_onnx_metadata(source)
-        card = card_from_metadata(props, source)
-        session = OpenVinoSession(source, threads, precision=precision, static_shapes=False)
-        self.input_name, self.output_name, dims, num_classes = volume_io(
-            source, session.get_inputs(), session.get_outputs(), card)
-        self.session = session
-        self.metadata = props
-        self.batch_dynamic = dims[0] is None
-        self.fixed_batch = dims[0]
-        file_precision = props.get(META_PRECISION) or ("int8" if _has_qdq(source) else "fp32")
+        file_precision = self._adopt(source, OpenVinoSession(source, threads, precision=precision,
+                                                             static_shapes=False), threads)
         self.precision = "int8" if file_precision == "int8" else precision
         self.accuracy: dict[str, Any] | None = None  # precision_check's figures, for bf16
-        ActionEngine.__init__(self, card, dims[1:], num_classes, threads, source)
         self.name = "openvino"
         self.device = "cpu"
 
@@ -435,17 +440,8 @@ class TritonEngine(OnnxEngine):
         _require_file(source)
         if threads is not None and (int(threads) != threads or threads < 1):
             raise EngineError(f"threads must be a positive integer or None, got {threads!r}")
-        props = read_onnx_metadata(source)
-        card = card_from_metadata(props, source)
         session = open_session(source, threads, "action model", backend="triton", error=EngineError, triton=triton)
-        self.input_name, self.output_name, dims, num_classes = volume_io(
-            source, session.get_inputs(), session.get_outputs(), card)
-        self.session = session
-        self.metadata = props
-        self.batch_dynamic = dims[0] is None
-        self.fixed_batch = dims[0]
-        self.precision = props.get(META_PRECISION) or ("int8" if _has_qdq(source) else "fp32")
-        ActionEngine.__init__(self, card, dims[1:], num_classes, threads, source)
+        self.precision = self._adopt(source, session, threads)
         self.name = "triton"
         self.device = "remote"
 

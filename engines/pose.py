@@ -997,12 +997,13 @@ class MoveNetBlazePose(PoseEstimator):
         return False
 
     def info(self) -> dict[str, Any]:
+        triton = self.triton_stats()
         return {"name": self.name, "input_size": self.detector.input_size, "threads": self.threads,
                 "detection_threshold": self.detection_threshold, "candidate_threshold": self.detector.score_threshold,
                 "confirm_presence": self.confirm_presence,
                 "landmark_presence_threshold": self.landmark_presence_threshold,
                 "models": [str(self.detector.path)] + ([str(self.landmarks.path)] if self.landmarks else []),
-                "backends": self.backends(), **({"triton": self.triton_stats()} if self.triton_stats() else {})}
+                "backends": self.backends(), **({"triton": triton} if triton else {})}
 
     def backends(self) -> dict[str, str]:
         """What runs each network: ``"openvino"``, ``"onnxruntime"`` or ``"triton"``."""

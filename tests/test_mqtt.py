@@ -26,24 +26,11 @@ from posestream.realtime.pipeline import Runtime
 from posestream.realtime.sinks import SinkError
 from posestream.realtime.sources import SourceSpec
 
+from netutil import free_port, wait_until
+
 HERE = Path(__file__).resolve().parent
 VTEST = HERE / ".media" / "vtest.avi"
 WALKING = {"label": "walking", "min_score": 0.0, "min_duration_s": 0.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 # --- URLs and topic names (no broker) -------------------------------------------------------------

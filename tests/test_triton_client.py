@@ -8,7 +8,6 @@ The server tests skip when ``.venv-serve`` is missing, and fail instead when
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from posestream.engines.action import EngineError, OpenVinoEngine, make_engine
 from posestream.engines.backend import open_session
 from posestream.engines.pose import MoveNetBlazePose, PoseError, shipped_model
-from posestream.engines.triton import TritonError, TritonSession, parse_triton_url
+from posestream.engines.triton import TritonError, parse_triton_url
 from posestream.realtime.config import RunConfig
 from posestream.realtime.pipeline import default_action_model
 from triton_server import SERVE_PYTHON, Server, free_port, wait_until

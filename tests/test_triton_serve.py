@@ -26,6 +26,7 @@ import pytest
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 
 from posestream.engines.triton_models import default_served_models, triton_tensor_name  # noqa: E402
+from netutil import free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -33,12 +34,6 @@ SERVE = ROOT / ".venv-serve" / "bin" / "posestream"
 MEDIA = HERE / ".media"
 #: long enough that the concurrent requests below surely meet in one batch
 QUEUE_DELAY_US = 20000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_binary() -> Path:

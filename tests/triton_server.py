@@ -4,30 +4,15 @@ free loopback ports, killed by its process group (tritonserver and its Python ba
 are its children)."""
 import os
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from netutil import free_port, wait_until  # noqa: F401 (the tests import them from here too)
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_PYTHON = ROOT / ".venv-serve" / "bin" / "python"
 #: The models ``posestream serve`` hosts by default.
 DEFAULT_MODELS = ("x3d_s_synthetic", "movenet_multipose_lightning", "pose_landmark_full")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 class Server:
